@@ -1,0 +1,65 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything they depend on
+# (Python environment, Slurm cluster, PostgreSQL, S3) is installed and started by the targets
+# below; each is idempotent and fast when its work is already done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+export VENV
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv cluster cluster-down services services-down run test test-unit bench
+
+help:
+	@echo "make run           bring up the dev cluster and serve the gateway on $(HOST):$(PORT)"
+	@echo "make test          bring up cluster, PostgreSQL and S3, then run the whole test suite"
+	@echo "make test-unit     the fast unit tests only (no services)"
+	@echo "make bench         run the benchmarks in tests/bench"
+	@echo "make cluster       provision/start the dev Slurm cluster with ansible/ (idempotent)"
+	@echo "make cluster-down  stop the daemons the dev launcher started"
+	@echo "make services      start PostgreSQL and SeaweedFS (S3) for the tests"
+	@echo "make services-down stop them"
+
+venv: $(VENV)/.installed
+
+# Reinstalled when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+cluster: venv
+	dev/cluster-up
+
+cluster-down:
+	@if command -v slurm-dev-daemon >/dev/null; then slurm-dev-daemon stop-all; else echo "no dev cluster here"; fi
+
+services: venv
+	dev/test-services up
+
+services-down:
+	dev/test-services down
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+test: cluster services
+	@start=$$SECONDS; \
+	eval "$$(dev/test-services env)" && $(BIN)/pytest; rc=$$?; \
+	echo "test suite: $$((SECONDS - start)) s"; exit $$rc
+
+bench: cluster services
+	eval "$$(dev/test-services env)" && $(BIN)/python tests/bench/run_benchmarks.py
+
+run: cluster
+	@echo
+	@echo "slurm-gateway on http://$(HOST):$(PORT) (SQLite and local storage under ./var). Try:"
+	@echo "  curl -s http://$(HOST):$(PORT)/healthz"
+	@echo "  curl -s http://$(HOST):$(PORT)/readyz"
+	@echo "  curl -s http://$(HOST):$(PORT)/v1"
+	@echo "  curl -s http://$(HOST):$(PORT)/schema/openapi.json"
+	@echo "The cluster: sinfo, squeue, sacct work in any shell here. Ctrl-C stops the gateway;"
+	@echo "'make cluster-down' stops the cluster."
+	@echo
+	$(BIN)/slurm-gateway serve --host $(HOST) --port $(PORT)

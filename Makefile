@@ -3,13 +3,13 @@
 # below; each is idempotent and fast when its work is already done.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV ?= .venv
+VENV ?= $(CURDIR)/.venv
 export VENV
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv cluster cluster-down services services-down run test test-unit bench
+.PHONY: help venv cluster cluster-down test-services test-services-down run test test-unit bench
 
 help:
 	@echo "make run           bring up the dev cluster and serve the gateway on $(HOST):$(PORT)"
@@ -18,8 +18,8 @@ help:
 	@echo "make bench         run the benchmarks in tests/bench"
 	@echo "make cluster       provision/start the dev Slurm cluster with ansible/ (idempotent)"
 	@echo "make cluster-down  stop the daemons the dev launcher started"
-	@echo "make services      start PostgreSQL and SeaweedFS (S3) for the tests"
-	@echo "make services-down stop them"
+	@echo "make test-services start PostgreSQL and SeaweedFS (S3) for the tests"
+	@echo "make test-services-down stop them"
 
 venv: $(VENV)/.installed
 
@@ -35,21 +35,21 @@ cluster: venv
 cluster-down:
 	@if command -v slurm-dev-daemon >/dev/null; then slurm-dev-daemon stop-all; else echo "no dev cluster here"; fi
 
-services: venv
+test-services: venv
 	dev/test-services up
 
-services-down:
+test-services-down:
 	dev/test-services down
 
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
-test: cluster services
+test: cluster test-services
 	@start=$$SECONDS; \
 	eval "$$(dev/test-services env)" && $(BIN)/pytest; rc=$$?; \
 	echo "test suite: $$((SECONDS - start)) s"; exit $$rc
 
-bench: cluster services
+bench: cluster test-services
 	eval "$$(dev/test-services env)" && $(BIN)/python tests/bench/run_benchmarks.py
 
 run: cluster

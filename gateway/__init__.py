@@ -1,0 +1,1 @@
+"""HTTP gateway: configuration, web application and command-line entry point."""

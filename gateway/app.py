@@ -1,0 +1,62 @@
+"""Assemble the Litestar application from a GatewayConfig."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from gateway.config import GatewayConfig
+from gateway.database import create_database_engine
+from gateway.problems import problem_exception_handlers
+from gateway.readiness import ReadinessCheck
+from gateway.readiness_probes import database_check, slurm_controller_check
+from gateway.routes.health import healthz, readyz
+from gateway.routes.service_info import service_info
+from gateway.slurm_driver import command_runner_from_config
+from gateway.version import package_version
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    readiness_checks: Sequence[ReadinessCheck] | None = None,
+) -> Litestar:
+    """Build the gateway application.
+
+    The database engine is created at start-up (``app.state.database_engine``)
+    and disposed on shutdown. ``readiness_checks`` replaces the default
+    database + Slurm controller checks, e.g. in tests.
+    """
+    return Litestar(
+        route_handlers=[healthz, readyz, service_info],
+        lifespan=[_resources_lifespan(config, readiness_checks)],
+        exception_handlers=problem_exception_handlers(),
+        openapi_config=OpenAPIConfig(title="slurm-gateway", version=package_version(), path="/schema"),
+        # Logging is the process's business (the CLI sets it up), not the app factory's.
+        logging_config=None,
+    )
+
+
+def _resources_lifespan(
+    config: GatewayConfig, readiness_checks: Sequence[ReadinessCheck] | None
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_database_engine(config.database.url)
+        app.state.database_engine = engine
+        if readiness_checks is None:
+            app.state.readiness_checks = (
+                database_check(engine),
+                slurm_controller_check(command_runner_from_config(config.slurm)),
+            )
+        else:
+            app.state.readiness_checks = tuple(readiness_checks)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    return lifespan

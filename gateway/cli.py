@@ -1,0 +1,112 @@
+"""``slurm-gateway`` command line: serve, check-config, version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import ConfigError, GatewayConfig, config_as_json, load_config
+from gateway.database import normalized_database_url, redacted_database_url
+from gateway.version import DISTRIBUTION_NAME, package_version
+
+EXIT_OK = 0
+EXIT_RUNTIME_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        _print_error(f"config error: {exc}")
+        return EXIT_CONFIG_ERROR
+    except OSError as exc:
+        _print_error(str(exc))
+        return EXIT_RUNTIME_ERROR
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=DISTRIBUTION_NAME, description="HTTP gateway for a Slurm cluster.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    _add_config_option(serve)
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=_port_number, help="listen port (overrides server.port)")
+    serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
+    _add_config_option(check)
+    check.set_defaults(handler=_check_config)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=_print_version)
+    return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML config file; SLURM_GATEWAY_* environment variables override it",
+    )
+
+
+def _port_number(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {port}")
+    return port
+
+
+def _load_checked_config(path: Path | None) -> GatewayConfig:
+    config = load_config(path, os.environ)
+    # Fail here with a clear line rather than inside the server's start-up.
+    normalized_database_url(config.database.url)
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load_checked_config(args.config)
+    server = msgspec.structs.replace(
+        config.server,
+        host=args.host if args.host is not None else config.server.host,
+        port=args.port if args.port is not None else config.server.port,
+    )
+    config = msgspec.structs.replace(config, server=server)
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config), host=server.host, port=server.port)
+    return EXIT_OK
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load_checked_config(args.config)
+    database = msgspec.structs.replace(config.database, url=redacted_database_url(config.database.url))
+    print(config_as_json(msgspec.structs.replace(config, database=database)))
+    return EXIT_OK
+
+
+def _print_version(args: argparse.Namespace) -> int:
+    print(f"{DISTRIBUTION_NAME} {package_version()}")
+    return EXIT_OK
+
+
+def _print_error(message: str) -> None:
+    print(f"{DISTRIBUTION_NAME}: {message}", file=sys.stderr)

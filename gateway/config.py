@@ -1,0 +1,145 @@
+"""Typed gateway configuration, loaded from a TOML file plus environment overrides.
+
+The configuration is built once at start-up and passed to whatever needs it;
+nothing here is read at import time.
+
+Environment overrides (applied on top of the file, before validation):
+
+- ``SLURM_GATEWAY_DATABASE_URL`` -> ``database.url``
+- ``SLURM_GATEWAY_STORAGE_URL``  -> ``storage.url``
+- ``SLURM_GATEWAY_STATE_DIR``    -> ``state_dir``
+- ``SLURM_GATEWAY_PORT``         -> ``server.port``
+
+When ``database.url`` or ``storage.url`` is not set, it is derived from the
+absolute form of ``state_dir``: ``sqlite:///<state_dir>/gateway.db`` and
+``file://<state_dir>/storage``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+DEFAULT_STATE_DIR = "./var"
+
+ENV_DATABASE_URL = "SLURM_GATEWAY_DATABASE_URL"
+ENV_STORAGE_URL = "SLURM_GATEWAY_STORAGE_URL"
+ENV_STATE_DIR = "SLURM_GATEWAY_STATE_DIR"
+ENV_PORT = "SLURM_GATEWAY_PORT"
+
+PortNumber = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+NonEmptyString = Annotated[str, msgspec.Meta(min_length=1)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class ConfigError(Exception):
+    """The configuration could not be read or is invalid; the message says where."""
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Where the HTTP server listens."""
+
+    host: NonEmptyString = "127.0.0.1"
+    port: PortNumber = 8000
+
+
+class DatabaseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """SQLAlchemy database URL (SQLite for development, PostgreSQL in production)."""
+
+    url: NonEmptyString
+
+
+class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """fsspec URL of the object storage root (``file://`` or ``s3://``)."""
+
+    url: NonEmptyString
+
+
+class SlurmConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How the gateway talks to Slurm."""
+
+    driver: Literal["cli"] = "cli"
+    command_timeout_s: PositiveSeconds = 30.0
+    bin_dir: NonEmptyString | None = None
+
+
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The whole gateway configuration."""
+
+    state_dir: NonEmptyString = DEFAULT_STATE_DIR
+    database: DatabaseConfig
+    storage: StorageConfig
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    slurm: SlurmConfig = msgspec.field(default_factory=SlurmConfig)
+
+
+def load_config(path: Path | None, env: Mapping[str, str]) -> GatewayConfig:
+    """Read ``path`` (TOML, optional), apply env overrides and validate.
+
+    Raises ConfigError naming the file and the offending key on any problem.
+    """
+    raw = _read_toml(path) if path is not None else {}
+    _apply_env_overrides(raw, env)
+    _fill_derived_defaults(raw)
+    try:
+        return msgspec.convert(raw, GatewayConfig)
+    except msgspec.ValidationError as exc:
+        source = str(path) if path is not None else "configuration"
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def config_as_json(config: GatewayConfig) -> str:
+    """Render the resolved configuration as indented JSON."""
+    return msgspec.json.format(msgspec.json.encode(config), indent=2).decode()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as config_file:
+            return tomllib.load(config_file)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    if ENV_STATE_DIR in env:
+        raw["state_dir"] = env[ENV_STATE_DIR]
+    if ENV_DATABASE_URL in env:
+        _table(raw, "database")["url"] = env[ENV_DATABASE_URL]
+    if ENV_STORAGE_URL in env:
+        _table(raw, "storage")["url"] = env[ENV_STORAGE_URL]
+    if ENV_PORT in env:
+        try:
+            port = int(env[ENV_PORT])
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PORT}: expected an integer, got {env[ENV_PORT]!r}") from exc
+        _table(raw, "server")["port"] = port
+
+
+def _fill_derived_defaults(raw: dict[str, Any]) -> None:
+    state_dir = raw.get("state_dir", DEFAULT_STATE_DIR)
+    if not isinstance(state_dir, str) or not state_dir:
+        # Leave it to validation to report the bad state_dir by its key.
+        return
+    state_path = Path(state_dir).absolute()
+    defaults = {
+        "database": f"sqlite:///{state_path / 'gateway.db'}",
+        "storage": (state_path / "storage").as_uri(),
+    }
+    for section, default_url in defaults.items():
+        table = raw.setdefault(section, {})
+        if isinstance(table, dict):
+            table.setdefault("url", default_url)
+
+
+def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    table = raw.setdefault(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"`{name}` must be a table, got {type(table).__name__}")
+    return table

@@ -1,0 +1,152 @@
+"""The one place where errors become RFC 9457 ``application/problem+json`` responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from gateway.api_schemas import FailedCheck, FieldError, ProblemDetails
+from gateway.readiness import ServiceNotReady
+from slurm.errors import SlurmError, SlurmUnavailable
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# RFC 9457: "about:blank" means the problem is fully described by the HTTP status.
+GENERIC_PROBLEM_TYPE = "about:blank"
+PROBLEM_TYPE_PREFIX = "urn:slurm-gateway:problem:"
+
+
+def problem_exception_handlers() -> ExceptionHandlersMap:
+    """Exception handlers to install on the Litestar app."""
+    return {
+        ValidationException: handle_validation_exception,
+        HTTPException: handle_http_exception,
+        ServiceNotReady: handle_service_not_ready,
+        SlurmUnavailable: handle_slurm_unavailable,
+        SlurmError: handle_slurm_error,
+        Exception: handle_unexpected_exception,
+    }
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    problem: ProblemDetails,
+    headers: Mapping[str, str] | None = None,
+) -> Response[ProblemDetails]:
+    """Build a problem+json response, using the request path as ``instance``."""
+    if problem.instance is None:
+        problem = msgspec.structs.replace(problem, instance=request.url.path)
+    return Response(
+        content=problem,
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def handle_validation_exception(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ProblemDetails]:
+    """Litestar request validation failed: 400 with one entry per invalid field."""
+    return problem_response(
+        request,
+        ProblemDetails(
+            type=f"{PROBLEM_TYPE_PREFIX}validation-failed",
+            title="Request validation failed",
+            status=exc.status_code,
+            detail=exc.detail,
+            errors=_field_errors(exc.extra),
+        ),
+        exc.headers,
+    )
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
+    """Litestar HTTP errors (404, 405, ...) keep their status, detail and headers (e.g. Allow)."""
+    status = exc.status_code
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        # Server-side details may describe internals; log them, answer generically.
+        logger.error("HTTP %d on %s %s: %s", status, request.method, request.url.path, exc.detail)
+        detail = HTTPStatus(status).phrase
+    else:
+        detail = exc.detail
+    problem = ProblemDetails(
+        type=GENERIC_PROBLEM_TYPE, title=HTTPStatus(status).phrase, status=status, detail=detail
+    )
+    return problem_response(request, problem, exc.headers)
+
+
+def handle_service_not_ready(
+    request: Request[Any, Any, Any], exc: ServiceNotReady
+) -> Response[ProblemDetails]:
+    """Readiness checks failed: 503 listing each failed check and its reason."""
+    names = ", ".join(outcome.name for outcome in exc.failed)
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}not-ready",
+        title="Service not ready",
+        status=HTTPStatus.SERVICE_UNAVAILABLE,
+        detail=f"readiness checks failed: {names}",
+        failed_checks=[
+            FailedCheck(name=outcome.name, message=outcome.failure or "") for outcome in exc.failed
+        ],
+    )
+    return problem_response(request, problem)
+
+
+def handle_slurm_unavailable(
+    request: Request[Any, Any, Any], exc: SlurmUnavailable
+) -> Response[ProblemDetails]:
+    """Slurm could not be reached: 503, with the runner's one-line summary."""
+    logger.warning("Slurm unavailable on %s %s: %s", request.method, request.url.path, exc)
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}slurm-unavailable",
+        title="Slurm unavailable",
+        status=HTTPStatus.SERVICE_UNAVAILABLE,
+        detail=str(exc),
+    )
+    return problem_response(request, problem)
+
+
+def handle_slurm_error(request: Request[Any, Any, Any], exc: SlurmError) -> Response[ProblemDetails]:
+    """Slurm answered something unusable: 502 (bad gateway)."""
+    logger.error("Slurm error on %s %s: %s", request.method, request.url.path, exc)
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}slurm-error",
+        title="Unexpected answer from Slurm",
+        status=HTTPStatus.BAD_GATEWAY,
+        detail=str(exc),
+    )
+    return problem_response(request, problem)
+
+
+def handle_unexpected_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
+    """Anything else: log it with its traceback, answer a generic 500 that reveals nothing."""
+    logger.error("unhandled exception on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = ProblemDetails(
+        type=GENERIC_PROBLEM_TYPE,
+        title=HTTPStatus.INTERNAL_SERVER_ERROR.phrase,
+        status=HTTPStatus.INTERNAL_SERVER_ERROR,
+        detail="An unexpected error occurred.",
+    )
+    return problem_response(request, problem)
+
+
+def _field_errors(extra: object) -> list[FieldError] | None:
+    # Litestar puts a list of {"key", "message", "source"} dicts in ValidationException.extra.
+    if not isinstance(extra, list):
+        return None
+    errors = [
+        FieldError(field=str(item.get("key", "")), message=str(item.get("message", "")))
+        for item in extra
+        if isinstance(item, dict)
+    ]
+    return errors or None

@@ -1,0 +1,1 @@
+"""Boundary to the Slurm cluster: command execution and output parsing."""

@@ -1,0 +1,1 @@
+"""Staging of job input and output data to and from object storage."""

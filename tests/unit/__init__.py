@@ -1,0 +1,1 @@
+"""Fast tests with no external services."""

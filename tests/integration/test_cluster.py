@@ -149,6 +149,13 @@ def test_finished_gpu_job_is_in_sacct_with_gres_gpu(job_dir: Path, tenant_accoun
     assert tres["gres/gpu"] == "2"
 
 
+def test_sreport_answers_from_slurmdbd() -> None:
+    # Utilization rows appear only after slurmdbd's hourly rollup, so a fresh cluster has none;
+    # what can be checked is that sreport reaches slurmdbd and answers with its report layout.
+    report = run_command(["sreport", "--parsable2", "cluster", "utilization", "--tres=cpu,gres/gpu"]).stdout
+    assert "Cluster|TRES Name|Allocated|Down|" in report
+
+
 def rest_ping(token: str) -> urllib.request.Request:
     return urllib.request.Request(
         f"{REST_URL}/slurm/v0.0.38/ping",

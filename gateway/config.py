@@ -62,9 +62,41 @@ class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
 class SlurmConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """How the gateway talks to Slurm."""
 
-    driver: Literal["cli"] = "cli"
+    # "cli": Slurm's client commands (run as root, jobs submitted with --uid); "rest": slurmrestd.
+    driver: Literal["cli", "rest"] = "cli"
     command_timeout_s: PositiveSeconds = 30.0
     bin_dir: NonEmptyString | None = None
+    # slurmrestd base URL and the cluster's HS256 JWT key (per-user tokens), for driver "rest".
+    rest_url: NonEmptyString = "http://127.0.0.1:6820"
+    jwt_key_path: NonEmptyString = "/var/lib/slurm/slurmctld/jwt_hs256.key"
+    # Shared directory every node sees; each job gets <job_root>/<tenant>/<job id>.
+    job_root: NonEmptyString = "/var/lib/slurm-gateway/jobs"
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How bearer tokens are verified (and, for HS256, minted by `slurm-gateway token`)."""
+
+    # HS256 with a shared secret file (embedded default), or RS256 with a JWKS file or URL.
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    # HS256 secret; created with random bytes on first start when absent.
+    hs256_secret_path: NonEmptyString | None = None
+    jwks_path: NonEmptyString | None = None
+    jwks_url: NonEmptyString | None = None
+    issuer: NonEmptyString = "slurm-gateway"
+    audience: NonEmptyString = "slurm-gateway"
+    # Clock skew tolerated on exp/iat/nbf.
+    leeway_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+
+
+class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Background loops: the submitter and the reconciler."""
+
+    enabled: bool = True
+    submit_interval_s: PositiveSeconds = 0.5
+    poll_interval_s: PositiveSeconds = 2.0
+    max_backoff_s: PositiveSeconds = 30.0
+    # A submission lease older than this is presumed dead (crashed worker) and recovered.
+    submit_lease_s: PositiveSeconds = 60.0
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -75,6 +107,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     storage: StorageConfig
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     slurm: SlurmConfig = msgspec.field(default_factory=SlurmConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    workers: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
 
 
 def load_config(path: Path | None, env: Mapping[str, str]) -> GatewayConfig:

@@ -85,7 +85,7 @@ def test_out_of_range_port_is_rejected(tmp_path: Path) -> None:
 
 
 def test_unsupported_slurm_driver_is_rejected(tmp_path: Path) -> None:
-    path = write_toml(tmp_path, '[slurm]\ndriver = "rest"\n')
+    path = write_toml(tmp_path, '[slurm]\ndriver = "pyslurm"\n')
     with pytest.raises(ConfigError, match=r"\$\.slurm\.driver"):
         load_config(path, {})
 

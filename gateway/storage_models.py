@@ -1,0 +1,115 @@
+"""SQLAlchemy 2 models: what the gateway stores. API schemas live in gateway.api_schemas.
+
+Jobs keep desired state (what the user asked for: run, or cancel) beside observed state (what
+Slurm last reported); the submitter and the reconciler move one towards the other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every gateway table."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Tenant(Base):
+    """A tenant: one Slurm account, the QOS and partitions its users may use."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slurm_account: Mapped[str] = mapped_column(String(64), unique=True)
+    allowed_qos: Mapped[list[str]]
+    default_qos: Mapped[str | None] = mapped_column(String(64))
+    allowed_partitions: Mapped[list[str]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # Set when Slurm provisioning (account, QOS, associations) last succeeded / failed.
+    provisioned_at: Mapped[datetime | None]
+    provisioning_error: Mapped[str | None] = mapped_column(Text)
+
+    members: Mapped[list[TenantMember]] = relationship(
+        back_populates="tenant", cascade="all, delete-orphan", order_by="TenantMember.user"
+    )
+
+
+class TenantMember(Base):
+    """A gateway user (the token's subject) in a tenant, mapped to a Unix user on the cluster."""
+
+    __tablename__ = "tenant_members"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unix_user: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+    tenant: Mapped[Tenant] = relationship(back_populates="members")
+
+
+class Job(Base):
+    """A job the gateway accepted: the spec as submitted, desired and observed state."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The same key from the same user returns the same job (Idempotency-Key header).
+        UniqueConstraint("tenant_id", "owner", "idempotency_key", name="uq_jobs_idempotency"),
+        # Cursor pagination walks (created_at, id) within a tenant.
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    owner: Mapped[str] = mapped_column(String(64))
+    unix_user: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    # The validated JobSpec as JSON (what the user asked for).
+    spec: Mapped[dict[str, Any]]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # sha256 of the canonical spec: same key + other body is a conflict.
+    spec_digest: Mapped[str] = mapped_column(String(64))
+
+    # Desired state: "run" until the user cancels ("cancel").
+    desired_state: Mapped[str] = mapped_column(String(16), default="run")
+    # Observed/lifecycle state: accepted, submitting, pending, running, completing, completed,
+    # failed, cancelled, timeout, node_fail, out_of_memory, preempted, submit_failed.
+    state: Mapped[str] = mapped_column(String(24))
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    slurm_job_id: Mapped[str | None] = mapped_column(String(32))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+
+    # Submission lease: which worker holds the job and until when (crash recovery).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    submitted_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+    labels: Mapped[list[JobLabel]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="JobLabel.key"
+    )
+
+
+class JobLabel(Base):
+    """One free-form label of a job, in its own rows so label filters are plain SQL."""
+
+    __tablename__ = "job_labels"
+    __table_args__ = (Index("ix_job_labels_key_value", "key", "value"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+    job: Mapped[Job] = relationship(back_populates="labels")

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
+from sqlalchemy.orm import sessionmaker
 from litestar.openapi import OpenAPIConfig
 
 from gateway.config import GatewayConfig
@@ -13,8 +14,7 @@ from gateway.database import create_database_engine
 from gateway.problems import problem_exception_handlers
 from gateway.readiness import ReadinessCheck
 from gateway.readiness_probes import database_check, slurm_controller_check
-from gateway.routes.health import healthz, readyz
-from gateway.routes.service_info import service_info
+from gateway.routes import route_handlers
 from gateway.slurm_driver import command_runner_from_config
 from gateway.version import package_version
 
@@ -31,7 +31,7 @@ def create_app(
     database + Slurm controller checks, e.g. in tests.
     """
     return Litestar(
-        route_handlers=[healthz, readyz, service_info],
+        route_handlers=route_handlers(),
         lifespan=[_resources_lifespan(config, readiness_checks)],
         exception_handlers=problem_exception_handlers(),
         openapi_config=OpenAPIConfig(title="slurm-gateway", version=package_version(), path="/schema"),
@@ -47,6 +47,8 @@ def _resources_lifespan(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_database_engine(config.database.url)
         app.state.database_engine = engine
+        app.state.config = config
+        app.state.session_factory = sessionmaker(engine, expire_on_commit=False)
         if readiness_checks is None:
             app.state.readiness_checks = (
                 database_check(engine),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -13,11 +14,40 @@ from slurm.errors import SlurmUnavailable
 MAX_SUMMARY_CHARS = 200
 
 
-class CommandRunner(Protocol):
-    """Anything that can run a Slurm command and return its stdout."""
+@dataclass(frozen=True, slots=True)
+class CommandOutput:
+    """Both streams of a command that succeeded (sbatch --test-only answers on stderr)."""
 
-    def run(self, argv: Sequence[str]) -> str:
+    stdout: str
+    stderr: str
+
+
+class CommandFailed(SlurmUnavailable):
+    """A command ran and exited non-zero; keeps its full stderr so callers can classify it.
+
+    ``str(exc)`` stays the one-line summary; ``stderr`` is for parsers, never for users.
+    """
+
+    def __init__(self, summary: str, *, program: str, returncode: int, stderr: str) -> None:
+        super().__init__(summary)
+        self.program = program
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class CommandRunner(Protocol):
+    """Anything that can run a Slurm command and return its output."""
+
+    def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
         """Run ``argv`` and return its stdout; raise SlurmUnavailable on failure."""
+        ...
+
+    def capture(
+        self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None
+    ) -> CommandOutput:
+        """Run ``argv`` and return stdout and stderr; raise SlurmUnavailable on failure."""
         ...
 
 
@@ -29,12 +59,22 @@ class SubprocessCommandRunner:
         self._timeout_s = timeout_s
         self._bin_dir = bin_dir
 
-    def run(self, argv: Sequence[str]) -> str:
+    def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
         """Run ``argv`` with the configured timeout and return its stdout.
 
-        Raises SlurmUnavailable with a one-line summary if the program is
-        missing, times out, or exits non-zero.
+        ``stdin`` is written to the program's standard input; ``env``, when given, is the
+        program's whole environment (None: it inherits this process's). Raises SlurmUnavailable
+        with a one-line summary if the program is missing or times out, and its subclass
+        CommandFailed if it exits non-zero.
         """
+        return self.capture(argv, stdin=stdin, env=env).stdout
+
+    def capture(
+        self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None
+    ) -> CommandOutput:
+        """Like ``run``, but return stderr as well."""
         if not argv:
             raise ValueError("argv must name a program")
         program = argv[0]
@@ -42,6 +82,8 @@ class SubprocessCommandRunner:
         try:
             completed = subprocess.run(
                 resolved,
+                input=stdin,
+                env=dict(env) if env is not None else None,
                 capture_output=True,
                 text=True,
                 errors="replace",
@@ -56,8 +98,10 @@ class SubprocessCommandRunner:
             raise SlurmUnavailable(f"{program}: timed out after {self._timeout_s:g}s") from exc
         except subprocess.CalledProcessError as exc:
             reason = _first_line(exc.stderr) or _describe_silent_failure(exc)
-            raise SlurmUnavailable(f"{program}: {reason}") from exc
-        return completed.stdout
+            raise CommandFailed(
+                f"{program}: {reason}", program=program, returncode=exc.returncode, stderr=exc.stderr or ""
+            ) from exc
+        return CommandOutput(stdout=completed.stdout, stderr=completed.stderr)
 
 
 def _describe_silent_failure(exc: subprocess.CalledProcessError) -> str:

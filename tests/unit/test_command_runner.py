@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm.command_runner import SubprocessCommandRunner
+from slurm.command_runner import CommandFailed, SubprocessCommandRunner
 from slurm.errors import SlurmUnavailable
 
 
@@ -71,3 +71,30 @@ def test_long_stderr_is_truncated() -> None:
 def test_empty_argv_is_rejected() -> None:
     with pytest.raises(ValueError, match="argv"):
         SubprocessCommandRunner(timeout_s=1).run([])
+
+
+def test_stdin_is_passed_to_the_program() -> None:
+    runner = SubprocessCommandRunner(timeout_s=10)
+    assert runner.run(python_argv("import sys; print(sys.stdin.read().upper())"), stdin="abc") == "ABC\n"
+
+
+def test_env_replaces_the_environment() -> None:
+    runner = SubprocessCommandRunner(timeout_s=10)
+    code = "import os; print(os.environ['SGW_TEST_VAR'], 'HOME' in os.environ)"
+    assert runner.run(python_argv(code), env={"SGW_TEST_VAR": "x"}) == "x False\n"
+
+
+def test_capture_returns_stderr_of_a_successful_command() -> None:
+    runner = SubprocessCommandRunner(timeout_s=10)
+    output = runner.capture(python_argv("import sys; print('out'); sys.stderr.write('err\\n')"))
+    assert (output.stdout, output.stderr) == ("out\n", "err\n")
+
+
+def test_non_zero_exit_keeps_full_stderr_and_status() -> None:
+    runner = SubprocessCommandRunner(timeout_s=10)
+    code = "import sys; sys.stderr.write('first\\nsecond\\n'); sys.exit(4)"
+    with pytest.raises(CommandFailed) as excinfo:
+        runner.run(python_argv(code))
+    assert (excinfo.value.returncode, excinfo.value.stderr, excinfo.value.program) == (
+        4, "first\nsecond\n", sys.executable)
+    assert isinstance(excinfo.value, SlurmUnavailable)

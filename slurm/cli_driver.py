@@ -1,0 +1,287 @@
+"""SlurmDriver over Slurm's client commands (sbatch, squeue, sacct, scancel, sinfo), run as root.
+
+Every call is one batched command per question (one squeue, one sacct), run with a minimal
+environment and ``TZ=UTC SLURM_TIME_FORMAT=%s`` so times parse as epoch seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import msgspec
+
+from slurm.batch_job import BatchJob
+from slurm.batch_script import build_sbatch_argv, render_batch_script, sbatch_environment
+from slurm.command_runner import CommandFailed, CommandRunner
+from slurm.errors import JobSpecError, SlurmOutputError, SlurmUnavailable
+from slurm.observations import TERMINAL_STATES, JobObservation, PartitionCapacity
+from slurm.sacct_parser import SACCT_FORMAT, AccountingRow, accounting_observation, parse_sacct
+from slurm.sbatch_errors import classify_sbatch_failure
+from slurm.sinfo_parser import SINFO_NODE_FORMAT, parse_sinfo_nodes, partition_capacities
+from slurm.squeue_parser import (
+    PENDING_PARTITIONS_FORMAT,
+    SQUEUE_FORMAT,
+    QueueRow,
+    count_pending_by_partition,
+    parse_squeue,
+    queue_observation,
+)
+
+# The ids the gateway ever passes: a job ("123") or an array task ("123_4").
+_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+_PARSABLE_OUTPUT = re.compile(r"^(?P<id>[0-9]+)(;\S+)?$")
+_TEST_ONLY_ESTIMATE = re.compile(r"Job \d+ to start at (?P<start>\d+) using ")
+# slurm_strerror texts meaning "nothing to do" for squeue --jobs and scancel.
+_UNKNOWN_JOB = "Invalid job id specified"
+_ALREADY_ENDED = "Job/step already completing or completed"
+_WORKING_DIR_MODE = 0o750
+# When an array's tasks end differently, the parent reports the first of these found.
+_ARRAY_OUTCOME_ORDER = (
+    "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "FAILED", "DEADLINE", "PREEMPTED",
+    "REVOKED", "CANCELLED", "COMPLETED",
+)
+
+
+class CliSlurmDriver:
+    """The default SlurmDriver: Slurm's CLI on a host that shares the job directories."""
+
+    def __init__(
+        self,
+        runner: CommandRunner,
+        *,
+        accounting_lookback_days: int = 7,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """``accounting_lookback_days`` bounds how far back find_submitted searches sacct;
+        ``environ`` is where sbatch's few environment variables come from (default: os.environ).
+        """
+        self._runner = runner
+        self._lookback_days = accounting_lookback_days
+        self._sbatch_env = sbatch_environment(os.environ if environ is None else environ)
+        self._query_env = {**self._sbatch_env, "TZ": "UTC", "SLURM_TIME_FORMAT": "%s"}
+
+    def submit(self, job: BatchJob) -> str:
+        """Create the working directory, run sbatch with the script on stdin, return the job id.
+
+        Raises JobSpecError for an unsafe job, SlurmRejected when Slurm refuses it (with the
+        field at fault) and SlurmUnavailable when Slurm cannot be reached.
+        """
+        argv = build_sbatch_argv(job)
+        script = render_batch_script(job)
+        _prepare_working_dir(job)
+        # Not the query environment: SLURM_* variables reach the job even with --export=NONE.
+        try:
+            output = self._runner.run(argv, stdin=script, env=self._sbatch_env)
+        except CommandFailed as exc:
+            raise classify_sbatch_failure(exc.stderr) from exc
+        return parse_sbatch_parsable(output)
+
+    def estimate_start(self, job: BatchJob) -> int | None:
+        """When Slurm would start ``job`` now (epoch seconds), from ``sbatch --test-only``.
+
+        Nothing is submitted and no directory is created. None when Slurm gives no estimate;
+        refusals raise SlurmRejected exactly as ``submit`` would.
+        """
+        argv = ["--test-only" if arg == "--parsable" else arg for arg in build_sbatch_argv(job)]
+        script = render_batch_script(job)
+        try:
+            output = self._runner.capture(argv, stdin=script, env=self._query_env)
+        except CommandFailed as exc:
+            raise classify_sbatch_failure(exc.stderr) from exc
+        return parse_test_only_start(output.stderr)
+
+    def find_submitted(self, gateway_job_ids: Sequence[str]) -> dict[str, str]:
+        """Slurm job ids (as sbatch printed them) of jobs whose comment is ``sgw:<gateway id>``.
+
+        Looks at everything slurmctld still holds (squeue) and at the accounting records of the
+        last ``accounting_lookback_days`` days (sacct). If one gateway id was submitted more
+        than once, the most recently submitted job wins.
+        """
+        wanted = set(gateway_job_ids)
+        if not wanted:
+            return {}
+        queued = parse_squeue(self._query(["squeue", "--all", "--noheader", "--states=all",
+                                           f"--format={SQUEUE_FORMAT}"]))
+        accounted = parse_sacct(self._query([
+            "sacct", "--allusers", "--duplicates", "--allocations", "--noheader", "--parsable2",
+            f"--starttime=now-{self._lookback_days}days", "--endtime=now", f"--format={SACCT_FORMAT}",
+        ]))
+        newest: dict[str, tuple[int, int, str]] = {}
+        for row in (*queued, *accounted):
+            gateway_id = row.gateway_job_id
+            if gateway_id not in wanted:
+                continue
+            candidate = (row.submit_time or 0, int(row.parent_job_id), row.parent_job_id)
+            if gateway_id not in newest or candidate > newest[gateway_id]:
+                newest[gateway_id] = candidate
+        return {gateway_id: slurm_id for gateway_id, (_, _, slurm_id) in newest.items()}
+
+    def poll(self, slurm_job_ids: Sequence[str]) -> dict[str, JobObservation]:
+        """One squeue call for all ids, then one sacct call for those squeue cannot settle.
+
+        Keys are Slurm's ids: the requested ones plus, for an array, each task ("123_4"); a
+        requested array id gets an observation summarising its tasks. A job Slurm reports as
+        ended is returned as COMPLETING until its accounting record is complete (exit code,
+        full node list), so a terminal observation is always final. Unknown ids are absent.
+        """
+        requested = _checked_job_ids(slurm_job_ids)
+        if not requested:
+            return {}
+        queued = {row.job_id: row for row in self._squeue_jobs(requested)}
+        observations = {
+            job_id: queue_observation(row)
+            for job_id, row in queued.items()
+            if row.state not in TERMINAL_STATES
+        }
+        unsettled = [job_id for job_id in requested if not _settled(job_id, observations, queued)]
+        if unsettled:
+            for row in self._sacct_jobs(unsettled):
+                if row.job_id not in observations:
+                    observations[row.job_id] = _accounting_or_queue(row, queued.get(row.job_id))
+        for job_id, row in queued.items():
+            # Ended in slurmctld but slurmdbd has no record yet: not final until it has.
+            if job_id not in observations:
+                observations[job_id] = _still_completing(queue_observation(row))
+        for job_id in requested:
+            tasks = [obs for key, obs in observations.items() if key.startswith(f"{job_id}_")]
+            # Replaces any row of its own: while an array ends, sacct can briefly list its last
+            # task (whose raw id is the array id) as a plain job with the array id.
+            if tasks:
+                observations[job_id] = _array_parent_observation(job_id, tasks)
+        return observations
+
+    def cancel(self, slurm_job_id: str) -> None:
+        """``scancel`` the job; a job that already ended or that Slurm forgot is not an error."""
+        (job_id,) = _checked_job_ids([slurm_job_id])
+        try:
+            self._query(["scancel", job_id])
+        except CommandFailed as exc:
+            if _UNKNOWN_JOB in exc.stderr or _ALREADY_ENDED in exc.stderr:
+                return
+            raise
+
+    def partitions(self) -> list[PartitionCapacity]:
+        """Nodes and GPUs per partition (sinfo, per node) with pending jobs (squeue, per task)."""
+        nodes = parse_sinfo_nodes(self._query(["sinfo", "--all", "--Node", "--noheader",
+                                               f"--Format={SINFO_NODE_FORMAT}"]))
+        pending = count_pending_by_partition(self._query([
+            "squeue", "--all", "--noheader", "--array", "--states=PENDING",
+            f"--format={PENDING_PARTITIONS_FORMAT}",
+        ]))
+        return partition_capacities(nodes, pending)
+
+    def _squeue_jobs(self, job_ids: Sequence[str]) -> list[QueueRow]:
+        argv = ["squeue", "--all", "--noheader", "--array", "--states=all", f"--jobs={','.join(job_ids)}",
+                f"--format={SQUEUE_FORMAT}"]
+        try:
+            return parse_squeue(self._query(argv))
+        except CommandFailed as exc:
+            # squeue refuses a --jobs list in which it knows no job at all.
+            if _UNKNOWN_JOB in exc.stderr:
+                return []
+            raise
+
+    def _sacct_jobs(self, job_ids: Sequence[str]) -> list[AccountingRow]:
+        return parse_sacct(self._query([
+            "sacct", "--allusers", "--allocations", "--noheader", "--parsable2",
+            f"--jobs={','.join(job_ids)}", f"--format={SACCT_FORMAT}",
+        ]))
+
+    def _query(self, argv: list[str]) -> str:
+        return self._runner.run(argv, env=self._query_env)
+
+
+def parse_sbatch_parsable(output: str) -> str:
+    """The job id from ``sbatch --parsable`` output (``<id>`` or ``<id>;<cluster>``)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    match = _PARSABLE_OUTPUT.match(lines[-1]) if lines else None
+    if match is None:
+        raise SlurmOutputError("sbatch --parsable printed no job id")
+    return match["id"]
+
+
+def parse_test_only_start(stderr: str) -> int | None:
+    """The start estimate in ``sbatch --test-only``'s "Job N to start at <epoch> using ..."."""
+    match = _TEST_ONLY_ESTIMATE.search(stderr)
+    return int(match["start"]) if match else None
+
+
+def _prepare_working_dir(job: BatchJob) -> None:
+    # Done here, right before sbatch: slurmd opens the output files and chdirs as the job's
+    # user, and a missing or foreign directory makes the job fail on the node (or run in the
+    # node's private /tmp) long after sbatch accepted it.
+    try:
+        account = pwd.getpwnam(job.unix_user)
+    except KeyError as exc:
+        raise JobSpecError("unix_user", f"no Unix user {job.unix_user!r} on the submit host") from exc
+    path = Path(job.working_dir)
+    try:
+        path.mkdir(mode=_WORKING_DIR_MODE, parents=True, exist_ok=True)
+        owner = path.stat().st_uid
+        if owner not in (account.pw_uid, 0):
+            raise JobSpecError("working_dir", "the working directory belongs to another user")
+        os.chown(path, account.pw_uid, account.pw_gid)
+        path.chmod(_WORKING_DIR_MODE)
+    except OSError as exc:
+        raise SlurmUnavailable(f"cannot prepare the working directory: {exc.strerror}") from exc
+
+
+def _checked_job_ids(job_ids: Iterable[str]) -> list[str]:
+    checked = list(dict.fromkeys(job_ids))
+    for job_id in checked:
+        if not _JOB_ID.match(job_id):
+            raise ValueError(f"not a Slurm job id: {job_id[:30]!r}")
+    return checked
+
+
+def _settled(job_id: str, observations: Mapping[str, JobObservation], queued: Mapping[str, QueueRow]) -> bool:
+    """Whether squeue alone answered for ``job_id``: known, and neither it nor a task has ended."""
+    mine = [key for key in queued if key == job_id or key.startswith(f"{job_id}_")]
+    return bool(mine) and all(key in observations for key in mine)
+
+
+def _accounting_or_queue(row: AccountingRow, queued: QueueRow | None) -> JobObservation:
+    observation = accounting_observation(row)
+    if queued is None or observation.is_terminal:
+        return observation
+    # slurmctld says the job ended and slurmdbd has not caught up: squeue still has the full
+    # node list, and the job is not final until its record is.
+    return _still_completing(queue_observation(queued))
+
+
+def _still_completing(observation: JobObservation) -> JobObservation:
+    return msgspec.structs.replace(observation, state="COMPLETING", end_time=None)
+
+
+def _array_parent_observation(job_id: str, tasks: list[JobObservation]) -> JobObservation:
+    """One observation for a whole array: running while any task runs, pending while any
+    pends, and once all ended the worst outcome among them."""
+    states = {task.state for task in tasks}
+    submit_times = [task.submit_time for task in tasks if task.submit_time is not None]
+    start_times = [task.start_time for task in tasks if task.start_time is not None]
+    if states <= TERMINAL_STATES:
+        state = next(s for s in _ARRAY_OUTCOME_ORDER if s in states)
+        worst = next(task for task in tasks if task.state == state)
+        end_times = [task.end_time for task in tasks if task.end_time is not None]
+        return JobObservation(
+            slurm_job_id=job_id, state=state, exit_code=worst.exit_code, signal=worst.signal,
+            submit_time=min(submit_times, default=None), start_time=min(start_times, default=None),
+            end_time=max(end_times, default=None), gateway_job_id=worst.gateway_job_id,
+        )
+    active = [task for task in tasks if task.state not in TERMINAL_STATES]
+    running = [task for task in active if task.state != "PENDING"]
+    expected = [task.expected_start_time for task in active if task.expected_start_time is not None]
+    return JobObservation(
+        slurm_job_id=job_id,
+        state=running[0].state if running else "PENDING",
+        reason=None if running else active[0].reason,
+        submit_time=min(submit_times, default=None),
+        start_time=min(start_times, default=None),
+        expected_start_time=None if running else min(expected, default=None),
+        gateway_job_id=tasks[0].gateway_job_id,
+    )
+

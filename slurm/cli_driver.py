@@ -7,17 +7,16 @@ environment and ``TZ=UTC SLURM_TIME_FORMAT=%s`` so times parse as epoch seconds.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 import msgspec
 
+from slurm.array_summary import summarize_array
 from slurm.batch_job import BatchJob
 from slurm.batch_script import build_sbatch_argv, render_batch_script, sbatch_environment
 from slurm.command_runner import CommandFailed, CommandRunner
-from slurm.errors import JobSpecError, SlurmOutputError, SlurmUnavailable
+from slurm.errors import SlurmOutputError
 from slurm.observations import TERMINAL_STATES, JobObservation, PartitionCapacity
 from slurm.sacct_parser import SACCT_FORMAT, AccountingRow, accounting_observation, parse_sacct
 from slurm.sbatch_errors import classify_sbatch_failure
@@ -30,6 +29,7 @@ from slurm.squeue_parser import (
     parse_squeue,
     queue_observation,
 )
+from slurm.working_dirs import prepare_working_dir
 
 # The ids the gateway ever passes: a job ("123") or an array task ("123_4").
 _JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
@@ -38,14 +38,6 @@ _TEST_ONLY_ESTIMATE = re.compile(r"Job \d+ to start at (?P<start>\d+) using ")
 # slurm_strerror texts meaning "nothing to do" for squeue --jobs and scancel.
 _UNKNOWN_JOB = "Invalid job id specified"
 _ALREADY_ENDED = "Job/step already completing or completed"
-_WORKING_DIR_MODE = 0o750
-# When an array's tasks end differently, the parent reports the first of these found.
-_ARRAY_OUTCOME_ORDER = (
-    "NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "FAILED", "DEADLINE", "PREEMPTED",
-    "REVOKED", "CANCELLED", "COMPLETED",
-)
-
-
 class CliSlurmDriver:
     """The default SlurmDriver: Slurm's CLI on a host that shares the job directories."""
 
@@ -72,7 +64,7 @@ class CliSlurmDriver:
         """
         argv = build_sbatch_argv(job)
         script = render_batch_script(job)
-        _prepare_working_dir(job)
+        prepare_working_dir(job)
         # Not the query environment: SLURM_* variables reach the job even with --export=NONE.
         try:
             output = self._runner.run(argv, stdin=script, env=self._sbatch_env)
@@ -151,7 +143,7 @@ class CliSlurmDriver:
             # Replaces any row of its own: while an array ends, sacct can briefly list its last
             # task (whose raw id is the array id) as a plain job with the array id.
             if tasks:
-                observations[job_id] = _array_parent_observation(job_id, tasks)
+                observations[job_id] = summarize_array(job_id, tasks)
         return observations
 
     def cancel(self, slurm_job_id: str) -> None:
@@ -210,26 +202,6 @@ def parse_test_only_start(stderr: str) -> int | None:
     return int(match["start"]) if match else None
 
 
-def _prepare_working_dir(job: BatchJob) -> None:
-    # Done here, right before sbatch: slurmd opens the output files and chdirs as the job's
-    # user, and a missing or foreign directory makes the job fail on the node (or run in the
-    # node's private /tmp) long after sbatch accepted it.
-    try:
-        account = pwd.getpwnam(job.unix_user)
-    except KeyError as exc:
-        raise JobSpecError("unix_user", f"no Unix user {job.unix_user!r} on the submit host") from exc
-    path = Path(job.working_dir)
-    try:
-        path.mkdir(mode=_WORKING_DIR_MODE, parents=True, exist_ok=True)
-        owner = path.stat().st_uid
-        if owner not in (account.pw_uid, 0):
-            raise JobSpecError("working_dir", "the working directory belongs to another user")
-        os.chown(path, account.pw_uid, account.pw_gid)
-        path.chmod(_WORKING_DIR_MODE)
-    except OSError as exc:
-        raise SlurmUnavailable(f"cannot prepare the working directory: {exc.strerror}") from exc
-
-
 def _checked_job_ids(job_ids: Iterable[str]) -> list[str]:
     checked = list(dict.fromkeys(job_ids))
     for job_id in checked:
@@ -256,32 +228,4 @@ def _accounting_or_queue(row: AccountingRow, queued: QueueRow | None) -> JobObse
 def _still_completing(observation: JobObservation) -> JobObservation:
     return msgspec.structs.replace(observation, state="COMPLETING", end_time=None)
 
-
-def _array_parent_observation(job_id: str, tasks: list[JobObservation]) -> JobObservation:
-    """One observation for a whole array: running while any task runs, pending while any
-    pends, and once all ended the worst outcome among them."""
-    states = {task.state for task in tasks}
-    submit_times = [task.submit_time for task in tasks if task.submit_time is not None]
-    start_times = [task.start_time for task in tasks if task.start_time is not None]
-    if states <= TERMINAL_STATES:
-        state = next(s for s in _ARRAY_OUTCOME_ORDER if s in states)
-        worst = next(task for task in tasks if task.state == state)
-        end_times = [task.end_time for task in tasks if task.end_time is not None]
-        return JobObservation(
-            slurm_job_id=job_id, state=state, exit_code=worst.exit_code, signal=worst.signal,
-            submit_time=min(submit_times, default=None), start_time=min(start_times, default=None),
-            end_time=max(end_times, default=None), gateway_job_id=worst.gateway_job_id,
-        )
-    active = [task for task in tasks if task.state not in TERMINAL_STATES]
-    running = [task for task in active if task.state != "PENDING"]
-    expected = [task.expected_start_time for task in active if task.expected_start_time is not None]
-    return JobObservation(
-        slurm_job_id=job_id,
-        state=running[0].state if running else "PENDING",
-        reason=None if running else active[0].reason,
-        submit_time=min(submit_times, default=None),
-        start_time=min(start_times, default=None),
-        expected_start_time=None if running else min(expected, default=None),
-        gateway_job_id=tasks[0].gateway_job_id,
-    )
 

@@ -10,10 +10,7 @@ that user and enforces that user's associations.
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import re
-import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,15 +21,15 @@ from urllib.request import ProxyHandler, Request, build_opener
 from slurm import rest_v0038
 from slurm.batch_job import BatchJob
 from slurm.batch_script import render_batch_script
-from slurm.errors import JobSpecError, SlurmOutputError, SlurmUnavailable
+from slurm.errors import SlurmOutputError, SlurmUnavailable
 from slurm.observations import JobObservation, PartitionCapacity
 from slurm.slurm_tokens import SlurmTokenMinter
+from slurm.working_dirs import prepare_working_dir
 
 # find_submitted looks this far back in slurmdbd for jobs that already left slurmctld.
 DEFAULT_FIND_WINDOW_S = 7 * 24 * 3600
 # The ids the gateway passes: a job ("123") or an array task ("123_4").
 _JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?", re.ASCII)
-_WORKING_DIR_MODE = 0o750
 # Keeps the slurmdbd query string of one poll well under URL length limits.
 _DB_QUERY_CHUNK = 500
 _MAX_BODY_QUOTE_CHARS = 120
@@ -67,7 +64,7 @@ class RestSlurmDriver:
         account, partition, QOS, ...), SlurmUnavailable when slurmrestd cannot be reached.
         """
         script = render_batch_script(job)
-        _prepare_working_dir(job)
+        prepare_working_dir(job)
         status, answer = self._request(
             "POST", rest_v0038.SUBMIT_PATH, job.unix_user, rest_v0038.submission_body(job, script)
         )
@@ -204,24 +201,3 @@ def _newest_submissions(
     return {gateway_id: slurm_id for gateway_id, (_, _, slurm_id) in newest.items()}
 
 
-def _prepare_working_dir(job: BatchJob) -> None:
-    """Create the job's directory and give it to the job's user (as the CLI driver does).
-
-    slurmd opens the output files and changes into the directory as the job's user; a missing
-    or foreign directory makes the job fail on the node long after slurmrestd accepted it.
-    """
-    try:
-        account = pwd.getpwnam(job.unix_user)
-    except KeyError as exc:
-        raise JobSpecError("unix_user", f"no Unix user {job.unix_user!r} on the submit host") from exc
-    path = Path(job.working_dir)
-    try:
-        path.mkdir(mode=_WORKING_DIR_MODE, parents=True, exist_ok=True)
-        # lstat: a symlink planted at the path must not hand its target to the user.
-        status = os.lstat(path)
-        if stat.S_ISLNK(status.st_mode) or status.st_uid not in (account.pw_uid, 0):
-            raise JobSpecError("working_dir", "the working directory belongs to another user")
-        os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
-        path.chmod(_WORKING_DIR_MODE)
-    except OSError as exc:
-        raise SlurmUnavailable(f"cannot prepare the working directory: {exc.strerror}") from exc

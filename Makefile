@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv cluster cluster-down test-services test-services-down run test test-unit bench
+.PHONY: help venv cluster cluster-down test-tools test-services test-services-down run test test-unit bench
 
 help:
 	@echo "make run           bring up the dev cluster and serve the gateway on $(HOST):$(PORT)"
@@ -35,13 +35,17 @@ cluster: venv
 cluster-down:
 	@if command -v slurm-dev-daemon >/dev/null; then slurm-dev-daemon stop-all; else echo "no dev cluster here"; fi
 
-test-services: venv
+test-services: venv test-tools
 	dev/test-services up
+
+# Tools the tests call besides Python: shellcheck checks every rendered job script.
+test-tools:
+	@command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck; }
 
 test-services-down:
 	dev/test-services down
 
-test-unit: venv
+test-unit: venv test-tools
 	$(BIN)/pytest tests/unit
 
 test: cluster test-services
@@ -49,8 +53,10 @@ test: cluster test-services
 	eval "$$(dev/test-services env)" && $(BIN)/pytest; rc=$$?; \
 	echo "test suite: $$((SECONDS - start)) s"; exit $$rc
 
+# wrk generates the HTTP load of the status benchmarks.
 bench: cluster test-services
-	eval "$$(dev/test-services env)" && $(BIN)/python tests/bench/run_benchmarks.py
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	eval "$$(dev/test-services env)" && PYTHONPATH=$(CURDIR) $(BIN)/python tests/bench/run_benchmarks.py
 
 run: cluster
 	@echo
@@ -62,4 +68,5 @@ run: cluster
 	@echo "The cluster: sinfo, squeue, sacct work in any shell here. Ctrl-C stops the gateway;"
 	@echo "'make cluster-down' stops the cluster."
 	@echo
+	$(BIN)/slurm-gateway migrate
 	$(BIN)/slurm-gateway serve --host $(HOST) --port $(PORT)

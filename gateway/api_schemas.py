@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -52,3 +53,77 @@ class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     instance: str | None = None
     errors: list[FieldError] | None = None
     failed_checks: list[FailedCheck] | None = None
+
+
+# --- tenants -------------------------------------------------------------------
+
+SLURM_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"
+# Gateway user names are token subjects: e-mail-like names are common, shell metacharacters are not.
+GATEWAY_USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+
+SlurmName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SLURM_NAME_PATTERN,
+        description="lower-case letter, then up to 30 lower-case letters, digits or underscores",
+    ),
+]
+PartitionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+UnixUserName = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="an existing Unix user on the cluster")
+]
+QosList = Annotated[list[SlurmName], msgspec.Meta(min_length=1, max_length=32)]
+PartitionList = Annotated[list[PartitionName], msgspec.Meta(min_length=1, max_length=32)]
+
+
+class TenantCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A new tenant: its Slurm account and the QOS and partitions its jobs may use."""
+
+    id: SlurmName
+    slurm_account: SlurmName
+    allowed_qos: QosList
+    default_qos: SlurmName | None = None
+    allowed_partitions: PartitionList
+
+
+class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Fields to change; absent fields keep their value. Provisioning is re-applied either way."""
+
+    allowed_qos: QosList | msgspec.UnsetType = msgspec.UNSET
+    default_qos: SlurmName | msgspec.UnsetType | None = msgspec.UNSET
+    allowed_partitions: PartitionList | msgspec.UnsetType = msgspec.UNSET
+
+
+class TenantMemberPut(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The Unix user a gateway user's jobs run as."""
+
+    unix_user: UnixUserName
+
+
+class TenantMemberView(msgspec.Struct, frozen=True, kw_only=True):
+    """A member of a tenant."""
+
+    user: str
+    unix_user: str
+    created_at: datetime
+
+
+class TenantView(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant as stored, with its Slurm provisioning status."""
+
+    id: str
+    slurm_account: str
+    allowed_qos: list[str]
+    default_qos: str | None
+    allowed_partitions: list[str]
+    members: list[TenantMemberView]
+    created_at: datetime
+    updated_at: datetime
+    provisioned_at: datetime | None
+    provisioning_error: str | None
+
+
+class TenantList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every tenant, ordered by id."""
+
+    tenants: list[TenantView]

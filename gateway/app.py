@@ -9,8 +9,13 @@ from litestar import Litestar
 from sqlalchemy.orm import sessionmaker
 from litestar.openapi import OpenAPIConfig
 
+from gateway.auth import auth_dependencies, token_verifier_from_config
+from gateway.background_workers import background_workers_lifespan
 from gateway.config import GatewayConfig
 from gateway.database import create_database_engine
+from gateway.http_metrics import HttpMetricsMiddleware
+from gateway.job_state_metrics import register_job_state_gauge
+from gateway.metrics import MetricsRegistry
 from gateway.problems import problem_exception_handlers
 from gateway.readiness import ReadinessCheck
 from gateway.readiness_probes import database_check, slurm_controller_check
@@ -32,8 +37,11 @@ def create_app(
     """
     return Litestar(
         route_handlers=route_handlers(),
-        lifespan=[_resources_lifespan(config, readiness_checks)],
+        # Workers start after (and stop before) the resources they use.
+        lifespan=[_resources_lifespan(config, readiness_checks), background_workers_lifespan(config)],
         exception_handlers=problem_exception_handlers(),
+        dependencies=auth_dependencies(),
+        middleware=[HttpMetricsMiddleware()],
         openapi_config=OpenAPIConfig(title="slurm-gateway", version=package_version(), path="/schema"),
         # Logging is the process's business (the CLI sets it up), not the app factory's.
         logging_config=None,
@@ -49,6 +57,10 @@ def _resources_lifespan(
         app.state.database_engine = engine
         app.state.config = config
         app.state.session_factory = sessionmaker(engine, expire_on_commit=False)
+        # Start-up, not import time: creates the HS256 secret file on first start.
+        app.state.token_verifier = token_verifier_from_config(config)
+        app.state.metrics = MetricsRegistry()
+        register_job_state_gauge(app.state.metrics, app.state.session_factory)
         if readiness_checks is None:
             app.state.readiness_checks = (
                 database_check(engine),

@@ -1,4 +1,4 @@
-"""``slurm-gateway`` command line: serve, check-config, version."""
+"""``slurm-gateway`` command line: serve, migrate, token, check-config, version."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig, config_as_json, load_config
-from gateway.database import normalized_database_url, redacted_database_url
+from gateway.database import create_database_engine, normalized_database_url, redacted_database_url
+from gateway.hs256_secret import ensure_hs256_secret, hs256_secret_path
+from gateway.principal import Role
+from gateway.schema_migrations import current_revision, migrate_to_head
+from gateway.token_minting import mint_token
 from gateway.version import DISTRIBUTION_NAME, package_version
 
 EXIT_OK = 0
@@ -47,6 +53,20 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port_number, help="listen port (overrides server.port)")
     serve.set_defaults(handler=_serve)
 
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema (run before serve)")
+    _add_config_option(migrate)
+    migrate.set_defaults(handler=_migrate)
+
+    token = commands.add_parser("token", help="print a bearer token signed with the configured HS256 secret")
+    _add_config_option(token)
+    token.add_argument("--user", required=True, help="the token's subject (gateway user name)")
+    token.add_argument("--tenant", help="tenant id; required for the user and tenant-admin roles")
+    token.add_argument(
+        "--role", dest="roles", action="append", required=True, choices=get_args(Role), help="repeatable"
+    )
+    token.add_argument("--ttl", type=_positive_seconds, default=3600, metavar="SECONDS", help="default 3600")
+    token.set_defaults(handler=_print_token)
+
     check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
     _add_config_option(check)
     check.set_defaults(handler=_check_config)
@@ -75,6 +95,16 @@ def _port_number(value: str) -> int:
     return port
 
 
+def _positive_seconds(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second: {seconds}")
+    return seconds
+
+
 def _load_checked_config(path: Path | None) -> GatewayConfig:
     config = load_config(path, os.environ)
     # Fail here with a clear line rather than inside the server's start-up.
@@ -93,6 +123,41 @@ def _serve(args: argparse.Namespace) -> int:
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=server.host, port=server.port)
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _load_checked_config(args.config)
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    engine = create_database_engine(config.database.url)
+    try:
+        migrate_to_head(engine)
+        revision = current_revision(engine)
+    except SQLAlchemyError as exc:
+        # The DBAPI message says what is wrong (unreachable, auth); SQLAlchemy's wrapper adds noise.
+        cause = getattr(exc, "orig", None) or exc
+        _print_error(f"migration failed: {str(cause).strip().splitlines()[0]}")
+        return EXIT_RUNTIME_ERROR
+    finally:
+        engine.dispose()
+    print(f"database {redacted_database_url(config.database.url)} at revision {revision}")
+    return EXIT_OK
+
+
+def _print_token(args: argparse.Namespace) -> int:
+    config = _load_checked_config(args.config)
+    if config.auth.algorithm != "HS256":
+        raise ConfigError(
+            "auth.algorithm is RS256: tokens come from your identity provider, not this command"
+        )
+    tenant_scoped = {"user", "tenant-admin"} & set(args.roles)
+    if tenant_scoped and args.tenant is None:
+        _print_error(f"--tenant is required for the {' and '.join(sorted(tenant_scoped))} role")
+        return EXIT_CONFIG_ERROR
+    secret = ensure_hs256_secret(hs256_secret_path(config))
+    print(
+        mint_token(config.auth, secret, user=args.user, tenant=args.tenant, roles=args.roles, ttl_s=args.ttl)
+    )
     return EXIT_OK
 
 

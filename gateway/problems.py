@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -13,8 +14,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from gateway.api_schemas import FailedCheck, FieldError, ProblemDetails
+from gateway.domain_errors import AuthenticationFailed, Conflict, InvalidField, NotFound, PermissionDenied
 from gateway.readiness import ServiceNotReady
-from slurm.errors import SlurmError, SlurmUnavailable
+from slurm.errors import JobSpecError, SlurmError, SlurmRejected, SlurmUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # RFC 9457: "about:blank" means the problem is fully described by the HTTP status.
 GENERIC_PROBLEM_TYPE = "about:blank"
 PROBLEM_TYPE_PREFIX = "urn:slurm-gateway:problem:"
+AUTH_REALM = "slurm-gateway"
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]+)`(?: - at `\$([^`]*)`)?")
 
 
 def problem_exception_handlers() -> ExceptionHandlersMap:
@@ -31,6 +35,13 @@ def problem_exception_handlers() -> ExceptionHandlersMap:
         ValidationException: handle_validation_exception,
         HTTPException: handle_http_exception,
         ServiceNotReady: handle_service_not_ready,
+        AuthenticationFailed: handle_authentication_failed,
+        PermissionDenied: handle_permission_denied,
+        NotFound: handle_not_found,
+        Conflict: handle_conflict,
+        InvalidField: handle_invalid_field,
+        JobSpecError: handle_invalid_field,
+        SlurmRejected: handle_slurm_rejected,
         SlurmUnavailable: handle_slurm_unavailable,
         SlurmError: handle_slurm_error,
         Exception: handle_unexpected_exception,
@@ -102,6 +113,66 @@ def handle_service_not_ready(
     return problem_response(request, problem)
 
 
+def handle_authentication_failed(
+    request: Request[Any, Any, Any], exc: AuthenticationFailed
+) -> Response[ProblemDetails]:
+    """No valid bearer token: 401 with an RFC 6750 ``WWW-Authenticate`` challenge."""
+    challenge = f'Bearer realm="{AUTH_REALM}"'
+    # RFC 6750 §3.1: a request without credentials gets the bare challenge, no error code.
+    if exc.token_present:
+        challenge += f', error="invalid_token", error_description="{_quotable(exc.reason)}"'
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}unauthenticated",
+        title="Authentication required",
+        status=HTTPStatus.UNAUTHORIZED,
+        detail=exc.reason,
+    )
+    return problem_response(request, problem, {"WWW-Authenticate": challenge})
+
+
+def handle_permission_denied(
+    request: Request[Any, Any, Any], exc: PermissionDenied
+) -> Response[ProblemDetails]:
+    """Authenticated, but the roles do not allow it: 403."""
+    return _simple_problem(request, HTTPStatus.FORBIDDEN, "forbidden", str(exc))
+
+
+def handle_not_found(request: Request[Any, Any, Any], exc: NotFound) -> Response[ProblemDetails]:
+    """Unknown resource (or one the caller may not see): 404."""
+    return _simple_problem(request, HTTPStatus.NOT_FOUND, "not-found", str(exc))
+
+
+def handle_conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[ProblemDetails]:
+    """The request clashes with the current state: 409."""
+    return _simple_problem(request, HTTPStatus.CONFLICT, "conflict", str(exc))
+
+
+def handle_invalid_field(
+    request: Request[Any, Any, Any], exc: InvalidField | JobSpecError
+) -> Response[ProblemDetails]:
+    """A field's value cannot be accepted: 422 naming the field and how to fix it."""
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}invalid-field",
+        title="Invalid field",
+        status=HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail=f"{exc.field}: {exc.message}",
+        errors=[FieldError(field=exc.field, message=exc.message)],
+    )
+    return problem_response(request, problem)
+
+
+def handle_slurm_rejected(request: Request[Any, Any, Any], exc: SlurmRejected) -> Response[ProblemDetails]:
+    """Slurm refused the request for a reason the caller can fix: 422, naming the field if known."""
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}slurm-rejected",
+        title="Rejected by Slurm",
+        status=HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail=exc.message,
+        errors=[FieldError(field=exc.field, message=exc.message)] if exc.field else None,
+    )
+    return problem_response(request, problem)
+
+
 def handle_slurm_unavailable(
     request: Request[Any, Any, Any], exc: SlurmUnavailable
 ) -> Response[ProblemDetails]:
@@ -140,13 +211,37 @@ def handle_unexpected_exception(request: Request[Any, Any, Any], exc: Exception)
     return problem_response(request, problem)
 
 
+def _quotable(text: str) -> str:
+    # RFC 6750 error_description allows printable ASCII except '"' and '\\'.
+    return "".join(char if " " <= char <= "~" and char not in '"\\' else "?" for char in text)
+
+
+def _simple_problem(
+    request: Request[Any, Any, Any], status: HTTPStatus, slug: str, detail: str
+) -> Response[ProblemDetails]:
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}{slug}", title=status.phrase, status=status, detail=detail
+    )
+    return problem_response(request, problem)
+
+
 def _field_errors(extra: object) -> list[FieldError] | None:
     # Litestar puts a list of {"key", "message", "source"} dicts in ValidationException.extra.
     if not isinstance(extra, list):
         return None
     errors = [
-        FieldError(field=str(item.get("key", "")), message=str(item.get("message", "")))
+        _named_field_error(str(item.get("key", "")), str(item.get("message", "")))
         for item in extra
         if isinstance(item, dict)
     ]
     return errors or None
+
+
+def _named_field_error(key: str, message: str) -> FieldError:
+    # msgspec reports an unknown field against the whole body ("data"); name the field itself.
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown is None:
+        return FieldError(field=key, message=message)
+    parent = (unknown.group(2) or "").lstrip(".")
+    field = f"{parent}.{unknown.group(1)}" if parent else unknown.group(1)
+    return FieldError(field=field, message="unknown field; remove it (the API schema lists accepted fields)")

@@ -5,7 +5,11 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from gateway.routes.health import healthz, readyz
+from gateway.routes.jobs import cancel_job, list_visible_jobs, read_job, submit_job
+from gateway.routes.metrics import metrics
+from gateway.routes.partitions import list_partitions
 from gateway.routes.service_info import service_info
+from gateway.routes.tenants import TenantController
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
@@ -14,4 +18,11 @@ def route_handlers() -> list[ControllerRouterHandler]:
         healthz,
         readyz,
         service_info,
+        metrics,
+        TenantController,
+        submit_job,
+        read_job,
+        list_visible_jobs,
+        cancel_job,
+        list_partitions,
     ]

@@ -1,0 +1,201 @@
+"""Start and stop the submitter and reconciler loops with the app (a Litestar lifespan).
+
+Each loop is a daemon thread: the Slurm drivers are blocking subprocess calls, and a thread per
+loop keeps them off the event loop without tying up the request thread pool. The lifespan also
+puts the Slurm driver (``app.state.slurm_driver``), the shared partition capacity cache
+(``app.state.partition_capacity``) and the loops (``app.state.job_workers``, None when
+``workers.enabled`` is false) on the app state.
+
+Test hook: SLURM_GATEWAY_TEST_PAUSE_AFTER_SUBMIT_S (seconds, default 0) makes the submitter
+sleep between sbatch and recording the Slurm id, so crash tests can kill the process there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.config import ConfigError, GatewayConfig
+from gateway.job_reconciler import JobReconciler
+from gateway.job_submitter import JobSubmitter, SubmitterSettings
+from gateway.metrics import MetricsRegistry
+from gateway.partition_capacity import PartitionCapacityCache
+from gateway.slurm_driver import command_runner_from_config
+from slurm.cli_driver import CliSlurmDriver
+from slurm.errors import SlurmUnavailable
+
+logger = logging.getLogger(__name__)
+
+ENV_TEST_PAUSE_AFTER_SUBMIT = "SLURM_GATEWAY_TEST_PAUSE_AFTER_SUBMIT_S"
+# How long shutdown waits for a loop to finish its current step (an sbatch in flight).
+STOP_TIMEOUT_S = 30.0
+
+
+class WorkerLoop:
+    """Runs ``step`` repeatedly in a thread: again at once when it reports more work, after
+    ``interval_s`` when idle, and with exponential backoff (up to ``max_backoff_s``) on errors.
+    """
+
+    def __init__(
+        self, name: str, step: Callable[[], bool], *, interval_s: float, max_backoff_s: float
+    ) -> None:
+        """``step`` returns True when it left work behind (e.g. claimed a full batch)."""
+        self._name = name
+        self._step = step
+        self._interval_s = interval_s
+        self._max_backoff_s = max_backoff_s
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run the next step now instead of after the interval (e.g. a job was just accepted)."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Ask the loop to end and wait for its current step to finish."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.warning("%s did not stop within %.0f s", self._name, timeout_s)
+
+    def _run(self) -> None:
+        delay = 0.0
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                more = self._step()
+            except SlurmUnavailable as exc:
+                delay = self._backoff(delay)
+                logger.warning("%s: Slurm unavailable, next try in %.1f s: %s", self._name, delay, exc)
+                continue
+            except Exception:
+                delay = self._backoff(delay)
+                logger.exception("%s: step failed, next try in %.1f s", self._name, delay)
+                continue
+            delay = 0.0 if more else self._interval_s
+
+    def _backoff(self, delay: float) -> float:
+        return min(self._max_backoff_s, max(self._interval_s, delay * 2))
+
+
+class JobWorkers:
+    """The submitter and reconciler loops of one gateway process."""
+
+    def __init__(self, submitter: WorkerLoop, reconciler: WorkerLoop) -> None:
+        """Wrap the two loops (not started yet)."""
+        self.submitter = submitter
+        self.reconciler = reconciler
+
+    def start(self) -> None:
+        """Start both loops."""
+        self.submitter.start()
+        self.reconciler.start()
+
+    def stop(self) -> None:
+        """Stop both loops, waiting for steps in flight."""
+        self.submitter.stop()
+        self.reconciler.stop()
+
+
+def background_workers_lifespan(
+    config: GatewayConfig,
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """A lifespan that needs ``app.state.session_factory`` (and ``metrics`` when present) set."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        driver = _slurm_driver(config)
+        app.state.slurm_driver = driver
+        app.state.partition_capacity = PartitionCapacityCache(driver)
+        workers = None
+        if config.workers.enabled:
+            workers = build_job_workers(
+                config, app.state.session_factory, driver, getattr(app.state, "metrics", None)
+            )
+            workers.start()
+        app.state.job_workers = workers
+        try:
+            yield
+        finally:
+            if workers is not None:
+                await asyncio.to_thread(workers.stop)
+
+    return lifespan
+
+
+def build_job_workers(
+    config: GatewayConfig,
+    session_factory: sessionmaker[Session],
+    driver: CliSlurmDriver,
+    metrics: MetricsRegistry | None,
+) -> JobWorkers:
+    """The submitter and reconciler loops for ``config`` (not started)."""
+    settings = config.workers
+    submitter = JobSubmitter(
+        session_factory,
+        driver,
+        SubmitterSettings(
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            lease_s=settings.submit_lease_s,
+            max_backoff_s=settings.max_backoff_s,
+            job_root=config.slurm.job_root,
+            pause_after_submit_s=_test_pause_after_submit(),
+        ),
+        metrics=metrics,
+    )
+    reconciler = JobReconciler(session_factory, driver, metrics=metrics)
+
+    def submit_step() -> bool:
+        # Something moved: there may be more (a full batch, or jobs accepted meanwhile).
+        return submitter.run_once().handled > 0
+
+    def reconcile_step() -> bool:
+        reconciler.run_once()
+        return False
+
+    return JobWorkers(
+        submitter=WorkerLoop(
+            "job-submitter",
+            submit_step,
+            interval_s=settings.submit_interval_s,
+            max_backoff_s=settings.max_backoff_s,
+        ),
+        reconciler=WorkerLoop(
+            "job-reconciler",
+            reconcile_step,
+            interval_s=settings.poll_interval_s,
+            max_backoff_s=settings.max_backoff_s,
+        ),
+    )
+
+
+def _slurm_driver(config: GatewayConfig) -> CliSlurmDriver:
+    if config.slurm.driver != "cli":
+        raise ConfigError(f"slurm.driver {config.slurm.driver!r} is not available yet; use 'cli'")
+    return CliSlurmDriver(command_runner_from_config(config.slurm))
+
+
+def _test_pause_after_submit() -> float:
+    text = os.environ.get(ENV_TEST_PAUSE_AFTER_SUBMIT, "0")
+    try:
+        return max(0.0, float(text))
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_TEST_PAUSE_AFTER_SUBMIT}: expected seconds, got {text!r}") from exc

@@ -1,0 +1,40 @@
+"""Errors the gateway's domain raises; gateway.problems turns each into problem+json.
+
+Messages are written for the API caller: short, safe to show, and saying how to fix the request.
+"""
+
+from __future__ import annotations
+
+
+class AuthenticationFailed(Exception):
+    """No usable bearer token: missing, malformed, expired, badly signed or for someone else.
+
+    ``reason`` is a short phrase ("token expired", "wrong audience") for the client;
+    ``token_present`` is False when the request carried no credentials at all.
+    """
+
+    def __init__(self, reason: str, *, token_present: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.token_present = token_present
+
+
+class PermissionDenied(Exception):
+    """The caller is authenticated but its roles do not allow this action."""
+
+
+class NotFound(Exception):
+    """The resource does not exist, or the caller may not know that it does."""
+
+
+class Conflict(Exception):
+    """The request clashes with the current state (duplicate id, resource in use, ...)."""
+
+
+class InvalidField(Exception):
+    """A well-formed request whose field value cannot be accepted; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -1,0 +1,204 @@
+"""The reconciler: brings stored jobs in line with what Slurm reports, and carries out cancels.
+
+One cycle (``run_once``) makes ONE batched ``driver.poll`` for every job the gateway believes is
+in Slurm (never one call per job or per request), maps each observation to gateway fields
+(gateway.job_states) and writes only rows that changed. Jobs whose desired state is ``cancel``
+get ``scancel`` until Slurm reports them ended; a cancel already sent is repeated only after
+CANCEL_RESEND_S. SlurmUnavailable propagates to the loop, which backs off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.job_service import Clock, as_utc, utc_now
+from gateway.job_states import (
+    ACCEPTED,
+    CANCELLED,
+    DESIRED_CANCEL,
+    IN_SLURM_STATES,
+    ObservedUpdate,
+    observed_update,
+)
+from gateway.metrics import Counter, MetricsRegistry
+from gateway.storage_models import Job
+from slurm.driver import SlurmDriver
+from slurm.errors import SlurmError, SlurmUnavailable
+from slurm.observations import JobObservation
+
+logger = logging.getLogger(__name__)
+
+# scancel is asynchronous: give Slurm this long to report the job ended before asking again.
+CANCEL_RESEND_S = 15.0
+
+
+class ReconcileOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one cycle did."""
+
+    polled: int = 0
+    updated: int = 0
+    cancels_sent: int = 0
+
+
+class _LiveJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    slurm_job_id: str
+    state: str
+    desired_state: str
+    state_reason: str | None
+    exit_code: int | None
+
+
+class JobReconciler:
+    """Polls Slurm for every live job once per cycle and applies what it sees."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        driver: SlurmDriver,
+        *,
+        metrics: MetricsRegistry | None = None,
+        clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``metrics``, when given, receives the reconciler's counters."""
+        self._session_factory = session_factory
+        self._driver = driver
+        self._clock = clock
+        self._monotonic = monotonic
+        self._cancel_sent_at: dict[str, float] = {}
+        self._polls: Counter | None = None
+        self._transitions: Counter | None = None
+        if metrics is not None:
+            self._polls = metrics.counter(
+                "slurm_gateway_reconciler_polls_total", "Batched Slurm polls by the reconciler.", ("outcome",)
+            )
+            self._transitions = metrics.counter(
+                "slurm_gateway_job_transitions_total", "Job state changes observed in Slurm.", ("state",)
+            )
+
+    def run_once(self) -> ReconcileOutcome:
+        """One cycle; raises SlurmUnavailable when Slurm cannot be polled."""
+        self._cancel_unsubmitted()
+        live = self._live_jobs()
+        if not live:
+            self._cancel_sent_at.clear()
+            return ReconcileOutcome()
+        try:
+            observations = self._driver.poll([job.slurm_job_id for job in live])
+        except SlurmUnavailable:
+            self._count_poll("unavailable")
+            raise
+        self._count_poll("ok")
+        updated = 0
+        cancels = 0
+        for job in live:
+            observation = observations.get(job.slurm_job_id)
+            if observation is not None and self._apply(job, observation):
+                updated += 1
+            if job.desired_state == DESIRED_CANCEL and self._cancel(job, observation):
+                cancels += 1
+        live_ids = {job.job_id for job in live}
+        for job_id in list(self._cancel_sent_at):
+            if job_id not in live_ids:
+                del self._cancel_sent_at[job_id]
+        return ReconcileOutcome(polled=len(live), updated=updated, cancels_sent=cancels)
+
+    def _live_jobs(self) -> list[_LiveJob]:
+        with self._session_factory() as session:
+            rows = session.execute(
+                select(
+                    Job.id, Job.slurm_job_id, Job.state, Job.desired_state, Job.state_reason, Job.exit_code
+                ).where(Job.state.in_(IN_SLURM_STATES), Job.slurm_job_id.is_not(None))
+            ).all()
+        return [
+            _LiveJob(
+                job_id=row.id,
+                slurm_job_id=row.slurm_job_id,
+                state=row.state,
+                desired_state=row.desired_state,
+                state_reason=row.state_reason,
+                exit_code=row.exit_code,
+            )
+            for row in rows
+        ]
+
+    def _apply(self, job: _LiveJob, observation: JobObservation) -> bool:
+        change = observed_update(observation)
+        if change is None:
+            logger.warning("job %s: unknown Slurm state %r left as is", job.job_id, observation.state)
+            return False
+        if (change.state, change.state_reason, change.exit_code) == (
+            job.state,
+            job.state_reason,
+            job.exit_code,
+        ):
+            return False
+        with self._session_factory() as session:
+            # Conditional on the state we read, so a concurrent writer is never overwritten.
+            changed = session.execute(
+                update(Job)
+                .where(Job.id == job.job_id, Job.state == job.state)
+                .values(**_row_values(change), updated_at=self._clock())
+            ).rowcount
+            session.commit()
+        if changed and change.state != job.state and self._transitions is not None:
+            self._transitions.inc(state=change.state)
+        return bool(changed)
+
+    def _cancel(self, job: _LiveJob, observation: JobObservation | None) -> bool:
+        if observation is not None and observation.is_terminal:
+            return False
+        sent_at = self._cancel_sent_at.get(job.job_id)
+        now = self._monotonic()
+        if sent_at is not None and now - sent_at < CANCEL_RESEND_S:
+            return False
+        try:
+            self._driver.cancel(job.slurm_job_id)
+        except SlurmError as exc:
+            # One job's failed scancel must not stall reconciling every other job.
+            logger.warning("job %s: scancel %s failed, will retry: %s", job.job_id, job.slurm_job_id, exc)
+            return False
+        self._cancel_sent_at[job.job_id] = now
+        return True
+
+    def _cancel_unsubmitted(self) -> None:
+        # Normally the DELETE request cancels a never-tried accepted job itself; this catches
+        # any left behind (e.g. a cancel that raced a submitter which then deferred the job).
+        now = self._clock()
+        with self._session_factory() as session:
+            session.execute(
+                update(Job)
+                .where(Job.state == ACCEPTED, Job.desired_state == DESIRED_CANCEL, Job.submit_attempts == 0)
+                .values(
+                    state=CANCELLED,
+                    state_reason="cancelled before it was submitted to Slurm",
+                    ended_at=now,
+                    updated_at=now,
+                )
+            )
+            session.commit()
+
+    def _count_poll(self, outcome: str) -> None:
+        if self._polls is not None:
+            self._polls.inc(outcome=outcome)
+
+
+def _row_values(change: ObservedUpdate) -> dict[str, object]:
+    values: dict[str, object] = {
+        "state": change.state,
+        "state_reason": change.state_reason,
+        "exit_code": change.exit_code,
+    }
+    # Times only ever get filled in: a later poll without them must not erase them.
+    if change.started_at is not None:
+        values["started_at"] = as_utc(change.started_at)
+    if change.ended_at is not None:
+        values["ended_at"] = as_utc(change.ended_at)
+    return values

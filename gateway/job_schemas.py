@@ -1,0 +1,171 @@
+"""msgspec Structs of the jobs API: the JobSpec request, the JobView response and JobList pages.
+
+Bounds live here (Meta) so a request that is structurally wrong never reaches admission; the
+checks that need the tenant's policy or Slurm's syntax rules live in gateway.job_admission.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from slurm.errors import JobSpecError
+
+# Bounds well above what the dev or a real cluster offers, low enough to stop nonsense early.
+Count = Annotated[int, msgspec.Meta(ge=1, le=4096)]
+GpuCount = Annotated[int, msgspec.Meta(ge=0, le=64)]
+# Slurm names (partitions, QOS, GRES types, node features): a conservative allow-list.
+SlurmName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+JobName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Argument = Annotated[str, msgspec.Meta(max_length=4096)]
+ScriptBody = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]
+MemoryText = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+TimeLimitText = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+ArrayText = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+EnvValue = Annotated[str, msgspec.Meta(max_length=4096)]
+# Kubernetes-like label keys: lower-case, digits, ".", "_", "-", "/" inside; 63 chars (the column).
+LabelKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?$")
+]
+LabelValue = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[A-Za-z0-9._:/@+-]*$")]
+
+MAX_COMMAND_ARGS = 256
+MAX_CONSTRAINTS = 16
+MAX_ENV_VARS = 128
+MAX_LABELS = 32
+
+
+class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What a user asks to run (POST /v1/jobs)."""
+
+    name: JobName
+    # Only "script" runs today; the structured runtimes (mpi, ray, ...) are answered 422.
+    runtime: SlurmName = "script"
+    # Exactly one of command (an argv list, run as is) and script (a bash script body).
+    command: Annotated[list[Argument], msgspec.Meta(min_length=1, max_length=MAX_COMMAND_ARGS)] | None = None
+    script: ScriptBody | None = None
+    # Default: the tenant's first allowed partition.
+    partition: SlurmName | None = None
+    nodes: Count = 1
+    tasks_per_node: Count = 1
+    cpus_per_task: Count = 1
+    gpus_per_node: GpuCount = 0
+    gpu_type: SlurmName | None = None
+    # Per node, Slurm style: "4G", "500M", "4000" (MB).
+    memory: MemoryText | None = None
+    # Slurm formats: "30", "1:00:00", "2-12", "1-00:00:00", ...
+    time_limit: TimeLimitText | None = None
+    constraints: Annotated[list[SlurmName], msgspec.Meta(max_length=MAX_CONSTRAINTS)] = msgspec.field(
+        default_factory=list
+    )
+    # Default: the tenant's default QOS.
+    qos: SlurmName | None = None
+    env: Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=MAX_ENV_VARS)] = msgspec.field(
+        default_factory=dict
+    )
+    array: ArrayText | None = None
+    labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = msgspec.field(
+        default_factory=dict
+    )
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as the API shows it: desired and observed state, times, the spec."""
+
+    id: str
+    name: str
+    tenant_id: str
+    owner: str
+    state: str
+    desired_state: str
+    state_reason: str | None
+    slurm_job_id: str | None
+    exit_code: int | None
+    labels: dict[str, str]
+    spec: JobSpec
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class JobList(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of jobs, newest first; ``next_cursor`` is absent on the last page."""
+
+    items: list[JobView]
+    next_cursor: str | None = None
+
+
+class PartitionView(msgspec.Struct, frozen=True, kw_only=True):
+    """Capacity of one partition, as of ``observed_at``."""
+
+    name: str
+    total_nodes: int
+    idle_nodes: int
+    allocated_nodes: int
+    total_gpus: int
+    allocated_gpus: int
+    idle_gpus: int
+    pending_jobs: int
+    gpu_types: list[str]
+
+
+class StartEstimate(msgspec.Struct, frozen=True, kw_only=True):
+    """When Slurm expects a job of the asked shape to start (None: no estimate)."""
+
+    partition: str
+    nodes: int
+    gpus_per_node: int
+    time_limit_minutes: int
+    expected_start: datetime | None
+
+
+class PartitionList(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Partition capacity, plus a start estimate when a job shape was asked for."""
+
+    items: list[PartitionView]
+    observed_at: datetime
+    estimate: StartEstimate | None = None
+
+
+def decode_job_spec(body: bytes) -> JobSpec:
+    """Decode a JSON request body into a JobSpec.
+
+    Raises JobSpecError naming the offending field (a JSON path such as ``env`` or
+    ``labels``) so the problem document can point at it.
+    """
+    try:
+        return msgspec.json.decode(body, type=JobSpec)
+    except msgspec.ValidationError as exc:
+        field, message = _split_validation_message(str(exc))
+        raise JobSpecError(field, message) from exc
+    except msgspec.DecodeError as exc:
+        raise JobSpecError("body", f"not valid JSON: {exc}") from exc
+
+
+_PATH_MARKER = " - at `"
+_KEY_MARKER = "key` in `"
+_UNKNOWN_FIELD = "Object contains unknown field `"
+_MISSING_FIELD = "Object missing required field `"
+
+
+def _split_validation_message(text: str) -> tuple[str, str]:
+    # msgspec says e.g. "Expected `int` >= 1 - at `$.nodes`", "... - at `key` in `$.labels`",
+    # "... - at `$.env[...]`" or "Object contains unknown field `zzz`" (top level: no path).
+    message, _, path = text.partition(_PATH_MARKER)
+    if path.startswith(_KEY_MARKER):
+        path = path.removeprefix(_KEY_MARKER)
+        message = f"invalid key: {message}"
+    field = path.rstrip("`").removeprefix("$").removeprefix(".").removesuffix("[...]")
+    for prefix, explanation in (
+        (_UNKNOWN_FIELD, "unknown field; see the JobSpec schema for the accepted fields"),
+        (_MISSING_FIELD, "required field is missing"),
+    ):
+        if message.startswith(prefix):
+            name = message.removeprefix(prefix).rstrip("`")
+            return (f"{field}.{name}" if field else name), explanation
+    return field or "body", message

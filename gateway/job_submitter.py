@@ -1,0 +1,339 @@
+"""The submitter: moves ``accepted`` jobs into Slurm exactly once, surviving crashes.
+
+One cycle (``run_once``):
+
+1. Claim a batch in its own committed transaction: ``accepted`` jobs due for an attempt and
+   ``submitting`` jobs whose lease expired (their worker died). On PostgreSQL the candidates are
+   locked with ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite (one writer at a time) each claim
+   is a compare-and-set UPDATE on (state, submit_attempts). Claiming sets ``submitting``, the
+   lease and ``submit_attempts + 1``.
+2. Only then talk to Slurm. A job whose earlier attempt may have reached Slurm (a crash while
+   ``submitting``, or an sbatch that failed in an unknowable way) is first looked up by the
+   gateway id in its --comment (``driver.find_submitted``, one call for the batch); if Slurm has
+   it, that id is recorded and nothing is submitted again.
+3. Record the outcome, fenced on the lease owner: ``pending`` with the Slurm id;
+   ``submit_failed`` when Slurm refused the job; back to ``accepted`` with exponential backoff
+   (``next_attempt_at``) when Slurm was unreachable.
+
+Test hook (documented, off by default): ``pause_after_submit_s`` sleeps between sbatch and
+recording the Slurm id, so a crash test can kill the process exactly there; the worker wiring
+reads it from SLURM_GATEWAY_TEST_PAUSE_AFTER_SUBMIT_S.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+
+import msgspec
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.job_admission import batch_job_from_spec, job_working_dir
+from gateway.job_schemas import JobSpec
+from gateway.job_service import Clock, utc_now
+from gateway.job_states import ACCEPTED, CANCELLED, DESIRED_CANCEL, PENDING, SUBMIT_FAILED, SUBMITTING
+from gateway.metrics import Counter, MetricsRegistry
+from gateway.storage_models import Job, Tenant
+from slurm.driver import SlurmDriver
+from slurm.errors import JobSpecError, SlurmError, SlurmRejected
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 16
+# First retry delay after Slurm was unreachable; doubles per attempt up to max_backoff_s.
+BASE_BACKOFF_S = 1.0
+
+
+class SubmitterSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How one submitter behaves."""
+
+    worker_id: str
+    lease_s: float
+    max_backoff_s: float
+    job_root: str
+    batch_size: int = DEFAULT_BATCH_SIZE
+    pause_after_submit_s: float = 0.0
+
+
+class SubmissionOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one cycle did, for logs, metrics and tests."""
+
+    submitted: int = 0
+    recovered: int = 0
+    failed: int = 0
+    deferred: int = 0
+    cancelled: int = 0
+
+    @property
+    def handled(self) -> int:
+        """Jobs this cycle moved in any way."""
+        return self.submitted + self.recovered + self.failed + self.deferred + self.cancelled
+
+
+class _Claim(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    tenant_id: str
+    account: str
+    unix_user: str
+    spec: JobSpec
+    desired_state: str
+    attempt: int
+    # An earlier attempt may have reached Slurm: look before submitting.
+    needs_lookup: bool
+
+
+class JobSubmitter:
+    """Claims accepted jobs and submits each to Slurm exactly once."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        driver: SlurmDriver,
+        settings: SubmitterSettings,
+        *,
+        metrics: MetricsRegistry | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        """``settings.worker_id`` must be unique among every submitter on the database;
+        ``metrics``, when given, receives ``slurm_gateway_submissions_total{outcome}``."""
+        self._session_factory = session_factory
+        self._driver = driver
+        self._settings = settings
+        self._clock = clock
+        self._outcomes: Counter | None = None
+        if metrics is not None:
+            self._outcomes = metrics.counter(
+                "slurm_gateway_submissions_total",
+                "Submission steps by outcome (submitted, recovered, failed, deferred, cancelled).",
+                ("outcome",),
+            )
+
+    def run_once(self) -> SubmissionOutcome:
+        """Claim one batch and take every claimed job one step; SlurmUnavailable never escapes."""
+        claims = self._claim()
+        if not claims:
+            return SubmissionOutcome()
+        found: dict[str, str] = {}
+        lookups = [claim.job_id for claim in claims if claim.needs_lookup]
+        counts = {"submitted": 0, "recovered": 0, "failed": 0, "deferred": 0, "cancelled": 0}
+        if lookups:
+            try:
+                found = self._driver.find_submitted(lookups)
+            except SlurmError as exc:
+                # Without knowing whether Slurm has them, submitting again could double them.
+                for claim in claims:
+                    if claim.needs_lookup:
+                        self._defer(claim, exc)
+                        counts["deferred"] += 1
+                claims = [claim for claim in claims if not claim.needs_lookup]
+        for claim in claims:
+            counts[self._process(claim, found.get(claim.job_id))] += 1
+        if self._outcomes is not None:
+            for outcome, count in counts.items():
+                if count:
+                    self._outcomes.inc(count, outcome=outcome)
+        return SubmissionOutcome(**counts)
+
+    def _process(self, claim: _Claim, slurm_job_id: str | None) -> str:
+        if slurm_job_id is not None:
+            logger.info("job %s was already in Slurm as %s; recording it", claim.job_id, slurm_job_id)
+            self._record_submitted(claim, slurm_job_id)
+            return "recovered"
+        if claim.desired_state == DESIRED_CANCEL:
+            self._finish(claim, CANCELLED, "cancelled before it was submitted to Slurm")
+            return "cancelled"
+        return self._submit(claim)
+
+    def _submit(self, claim: _Claim) -> str:
+        try:
+            batch_job = batch_job_from_spec(
+                claim.spec,
+                gateway_job_id=claim.job_id,
+                unix_user=claim.unix_user,
+                account=claim.account,
+                working_dir=job_working_dir(self._settings.job_root, claim.tenant_id, claim.job_id),
+            )
+            if not self._renew_lease(claim):
+                return "deferred"
+            # The driver creates the working directory and hands it to the job's user.
+            slurm_job_id = self._driver.submit(batch_job)
+        except (JobSpecError, SlurmRejected) as exc:
+            self._finish(claim, SUBMIT_FAILED, _rejection_reason(exc))
+            return "failed"
+        except SlurmError as exc:
+            # Unreachable Slurm, or an answer we could not read: the job may be in Slurm after
+            # all, so the next attempt looks it up before submitting.
+            self._defer(claim, exc)
+            return "deferred"
+        if self._settings.pause_after_submit_s:
+            time.sleep(self._settings.pause_after_submit_s)
+        self._record_submitted(claim, slurm_job_id)
+        return "submitted"
+
+    def _claim(self) -> list[_Claim]:
+        now = self._clock()
+        due = or_(
+            and_(Job.state == ACCEPTED, or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now)),
+            and_(Job.state == SUBMITTING, Job.lease_expires_at < now),
+        )
+        lease = {
+            "state": SUBMITTING,
+            "lease_owner": self._settings.worker_id,
+            "lease_expires_at": now + timedelta(seconds=self._settings.lease_s),
+            "updated_at": now,
+        }
+        with self._session_factory() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                rows = self._claim_locked(session, due, lease)
+            else:
+                rows = self._claim_compare_and_set(session, due, lease)
+            claims = self._load_claims(session, rows)
+            session.commit()
+        return claims
+
+    def _claim_locked(
+        self, session: Session, due: ColumnElement[bool], lease: dict[str, object]
+    ) -> list[tuple[str, str, int]]:
+        # Rows another transaction is claiming are skipped, not waited for; after our commit
+        # they carry a live lease, which the `due` condition excludes.
+        rows = session.execute(
+            select(Job.id, Job.state, Job.submit_attempts)
+            .where(due)
+            .order_by(Job.created_at)
+            .limit(self._settings.batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if rows:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([row.id for row in rows]))
+                .values(**lease, submit_attempts=Job.submit_attempts + 1)
+            )
+        return [(row.id, row.state, row.submit_attempts) for row in rows]
+
+    def _claim_compare_and_set(
+        self, session: Session, due: ColumnElement[bool], lease: dict[str, object]
+    ) -> list[tuple[str, str, int]]:
+        candidates = session.execute(
+            select(Job.id, Job.state, Job.submit_attempts)
+            .where(due)
+            .order_by(Job.created_at)
+            .limit(self._settings.batch_size)
+        ).all()
+        claimed = []
+        for row in candidates:
+            # submit_attempts doubles as a version: every claim bumps it, so two workers that
+            # read the same candidate cannot both win.
+            won = session.execute(
+                update(Job)
+                .where(Job.id == row.id, Job.state == row.state, Job.submit_attempts == row.submit_attempts)
+                .values(**lease, submit_attempts=row.submit_attempts + 1)
+            ).rowcount
+            if won:
+                claimed.append((row.id, row.state, row.submit_attempts))
+        return claimed
+
+    def _load_claims(self, session: Session, rows: Sequence[tuple[str, str, int]]) -> list[_Claim]:
+        if not rows:
+            return []
+        previous = {job_id: (state, attempts) for job_id, state, attempts in rows}
+        jobs = session.execute(
+            select(Job, Tenant.slurm_account)
+            .join(Tenant, Tenant.id == Job.tenant_id)
+            .where(Job.id.in_(list(previous)))
+            .order_by(Job.created_at)
+        ).all()
+        claims = []
+        for job, account in jobs:
+            state, attempts = previous[job.id]
+            claims.append(
+                _Claim(
+                    job_id=job.id,
+                    tenant_id=job.tenant_id,
+                    account=account,
+                    unix_user=job.unix_user,
+                    spec=msgspec.convert(job.spec, JobSpec),
+                    desired_state=job.desired_state,
+                    attempt=attempts + 1,
+                    needs_lookup=state == SUBMITTING or attempts > 0,
+                )
+            )
+        return claims
+
+    def _renew_lease(self, claim: _Claim) -> bool:
+        # Each sbatch starts with a full lease, however long the batch's earlier ones took.
+        now = self._clock()
+        return self._fenced_update(
+            claim, lease_expires_at=now + timedelta(seconds=self._settings.lease_s), updated_at=now
+        )
+
+    def _record_submitted(self, claim: _Claim, slurm_job_id: str) -> None:
+        now = self._clock()
+        if not self._fenced_update(
+            claim,
+            state=PENDING,
+            slurm_job_id=slurm_job_id,
+            submitted_at=now,
+            updated_at=now,
+            state_reason=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+        ):
+            logger.warning(
+                "job %s: lease lost before recording Slurm job %s; the next owner looks it up",
+                claim.job_id,
+                slurm_job_id,
+            )
+
+    def _finish(self, claim: _Claim, state: str, reason: str) -> None:
+        now = self._clock()
+        self._fenced_update(
+            claim,
+            state=state,
+            state_reason=reason,
+            ended_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+        )
+
+    def _defer(self, claim: _Claim, exc: SlurmError) -> None:
+        delay = min(self._settings.max_backoff_s, BASE_BACKOFF_S * 2 ** (claim.attempt - 1))
+        now = self._clock()
+        logger.warning(
+            "job %s: submission attempt %d deferred %.1fs: %s", claim.job_id, claim.attempt, delay, exc
+        )
+        self._fenced_update(
+            claim,
+            state=ACCEPTED,
+            state_reason=f"waiting to retry submission ({exc})",
+            next_attempt_at=now + timedelta(seconds=delay),
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    def _fenced_update(self, claim: _Claim, **values: object) -> bool:
+        # Only the lease holder may move the job: a worker that stalled past its lease must not
+        # overwrite what the job's new owner did.
+        with self._session_factory() as session:
+            changed = session.execute(
+                update(Job)
+                .where(
+                    Job.id == claim.job_id,
+                    Job.state == SUBMITTING,
+                    Job.lease_owner == self._settings.worker_id,
+                )
+                .values(**values)
+            ).rowcount
+            session.commit()
+        return bool(changed)
+
+
+def _rejection_reason(exc: JobSpecError | SlurmRejected) -> str:
+    return f"{exc.field}: {exc.message}" if exc.field else exc.message

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the gateway schema (driven by gateway.schema_migrations)."""

@@ -1,0 +1,145 @@
+"""/v1/jobs: submit, read, list and cancel jobs (thin: gateway.job_service does the work).
+
+Errors: a JobSpec that does not decode or breaks policy is 422 naming the field; a bad query
+parameter or Idempotency-Key is 422 naming it; another tenant's (or, for plain users, another
+user's) job is 404; a caller who is not a member of the token's tenant cannot submit (403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.auth import AuthenticatedPrincipal
+from gateway.job_schemas import JobList, JobSpec, JobView, decode_job_spec
+from gateway.job_service import (
+    DEFAULT_PAGE_SIZE,
+    JobQuery,
+    accept_job,
+    as_utc,
+    ensure_utc,
+    get_job,
+    list_jobs,
+    parse_label_filters,
+    request_cancel,
+)
+from gateway.storage_models import Job
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+STATE_FILTER_HELP = "comma-separated states (any of them)"
+LABEL_FILTER_HELP = "key=value; repeat to require several labels"
+JobId = Annotated[str, PathParameter(max_length=64, description="gateway job id")]
+
+
+@post("/v1/jobs", tags=["jobs"], summary="Submit a job (answers 202 once stored; Slurm is reached later)")
+async def submit_job(
+    request: Request[Any, Any, Any],
+    state: State,
+    principal: AuthenticatedPrincipal,
+    idempotency_key: Annotated[str | None, HeaderParameter(name=IDEMPOTENCY_HEADER)] = None,
+) -> Response[JobView]:
+    """Store the job as ``accepted`` and return it: 202 when created, 200 when an
+    Idempotency-Key replays an earlier identical request (same id)."""
+    spec = decode_job_spec(await request.body())
+    session_factory: sessionmaker[Session] = state.session_factory
+    job_root: str = state.config.slurm.job_root
+
+    def accept() -> tuple[JobView, bool]:
+        with session_factory() as session:
+            acceptance = accept_job(
+                session, principal, spec, job_root=job_root, idempotency_key=idempotency_key
+            )
+            return job_view(acceptance.job), acceptance.created
+
+    view, created = await asyncio.to_thread(accept)
+    workers = getattr(state, "job_workers", None)
+    if created and workers is not None:
+        workers.submitter.wake()
+    return Response(
+        content=view,
+        status_code=HTTP_202_ACCEPTED if created else HTTP_200_OK,
+        headers={"Location": f"/v1/jobs/{view.id}"},
+    )
+
+
+@get("/v1/jobs/{job_id:str}", tags=["jobs"], summary="One job, as last observed (never calls Slurm)")
+async def read_job(job_id: JobId, state: State, principal: AuthenticatedPrincipal) -> JobView:
+    """The job, if the caller may see it; 404 otherwise."""
+    session_factory: sessionmaker[Session] = state.session_factory
+
+    def read() -> JobView:
+        with session_factory() as session:
+            return job_view(get_job(session, principal, job_id))
+
+    return await asyncio.to_thread(read)
+
+
+@get("/v1/jobs", tags=["jobs"], summary="The caller's visible jobs, newest first, cursor-paginated")
+async def list_visible_jobs(
+    state: State,
+    principal: AuthenticatedPrincipal,
+    *,
+    job_state: Annotated[str | None, QueryParameter(name="state", description=STATE_FILTER_HELP)] = None,
+    label: Annotated[list[str] | None, QueryParameter(description=LABEL_FILTER_HELP)] = None,
+    name: Annotated[str | None, QueryParameter(description="exact job name")] = None,
+    limit: Annotated[int, QueryParameter(description="page size, 1 to 200")] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+) -> JobList:
+    """Filter by state, labels and name; follow ``next_cursor`` for the next page."""
+    query = JobQuery(
+        states=tuple(part for part in (job_state or "").split(",") if part),
+        labels=parse_label_filters(label or []),
+        name=name,
+        limit=limit,
+        cursor=cursor,
+    )
+    session_factory: sessionmaker[Session] = state.session_factory
+
+    def page() -> JobList:
+        with session_factory() as session:
+            result = list_jobs(session, principal, query)
+            return JobList(items=[job_view(job) for job in result.jobs], next_cursor=result.next_cursor)
+
+    return await asyncio.to_thread(page)
+
+
+@delete("/v1/jobs/{job_id:str}", tags=["jobs"], status_code=HTTP_202_ACCEPTED, summary="Cancel a job")
+async def cancel_job(job_id: JobId, state: State, principal: AuthenticatedPrincipal) -> JobView:
+    """Ask for cancellation (idempotent): a job not yet in Slurm is cancelled at once, one in
+    Slurm gets desired_state ``cancel`` and is cancelled by the reconciler."""
+    session_factory: sessionmaker[Session] = state.session_factory
+
+    def cancel() -> JobView:
+        with session_factory() as session:
+            return job_view(request_cancel(session, principal, job_id))
+
+    return await asyncio.to_thread(cancel)
+
+
+def job_view(job: Job) -> JobView:
+    """The API view of a stored job."""
+    return JobView(
+        id=job.id,
+        name=job.name,
+        tenant_id=job.tenant_id,
+        owner=job.owner,
+        state=job.state,
+        desired_state=job.desired_state,
+        state_reason=job.state_reason,
+        slurm_job_id=job.slurm_job_id,
+        exit_code=job.exit_code,
+        labels={label.key: label.value for label in job.labels},
+        spec=msgspec.convert(job.spec, JobSpec),
+        created_at=ensure_utc(job.created_at),
+        updated_at=ensure_utc(job.updated_at),
+        submitted_at=as_utc(job.submitted_at),
+        started_at=as_utc(job.started_at),
+        ended_at=as_utc(job.ended_at),
+    )

@@ -85,7 +85,7 @@ def test_topology_has_two_gpu_leaves_under_one_spine() -> None:
     switches = dict(re.findall(r"SwitchName=(\S+) Level=\d+ .*?Nodes=(\S+)", topology))
     assert set(expand_hostlist(switches["leaf1"])) == {"gpu01", "gpu02"}
     assert set(expand_hostlist(switches["leaf2"])) == {"gpu03", "gpu04"}
-    assert GPU_NODES <= set(expand_hostlist(switches["spine"]))
+    assert set(expand_hostlist(switches["spine"])) >= GPU_NODES
 
 
 def test_switches_one_keeps_a_two_node_job_under_one_leaf(job_dir: Path, tenant_accounts: dict[str, str]) -> None:

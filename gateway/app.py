@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
-from sqlalchemy.orm import sessionmaker
 from litestar.openapi import OpenAPIConfig
+from sqlalchemy.orm import sessionmaker
 
 from gateway.auth import auth_dependencies, token_verifier_from_config
 from gateway.background_workers import background_workers_lifespan

@@ -29,8 +29,8 @@ from gateway.job_reconciler import JobReconciler
 from gateway.job_submitter import JobSubmitter, SubmitterSettings
 from gateway.metrics import MetricsRegistry
 from gateway.partition_capacity import PartitionCapacityCache
-from gateway.slurm_driver import command_runner_from_config
-from slurm.cli_driver import CliSlurmDriver
+from gateway.slurm_driver import slurm_driver_from_config
+from slurm.driver import SlurmDriver
 from slurm.errors import SlurmUnavailable
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def background_workers_lifespan(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        driver = _slurm_driver(config)
+        driver = slurm_driver_from_config(config.slurm)
         app.state.slurm_driver = driver
         app.state.partition_capacity = PartitionCapacityCache(driver)
         workers = None
@@ -144,7 +144,7 @@ def background_workers_lifespan(
 def build_job_workers(
     config: GatewayConfig,
     session_factory: sessionmaker[Session],
-    driver: CliSlurmDriver,
+    driver: SlurmDriver,
     metrics: MetricsRegistry | None,
 ) -> JobWorkers:
     """The submitter and reconciler loops for ``config`` (not started)."""
@@ -185,12 +185,6 @@ def build_job_workers(
             max_backoff_s=settings.max_backoff_s,
         ),
     )
-
-
-def _slurm_driver(config: GatewayConfig) -> CliSlurmDriver:
-    if config.slurm.driver != "cli":
-        raise ConfigError(f"slurm.driver {config.slurm.driver!r} is not available yet; use 'cli'")
-    return CliSlurmDriver(command_runner_from_config(config.slurm))
 
 
 def _test_pause_after_submit() -> float:

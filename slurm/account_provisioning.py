@@ -188,8 +188,17 @@ def plan_account_changes(state: AccountState, spec: SlurmAccountSpec) -> list[li
         plan.append([*_SACCTMGR, "add", "account", spec.account, *description, f"qos={qos_list}", *defaults])
     elif spec.description is not None and spec.description.lower() != (state.description or "").lower():
         # sacctmgr stores account descriptions in lower case.
-        plan.append([*_SACCTMGR, "modify", "account", "where", f"name={spec.account}", "set",
-                     f"description={spec.description}"])
+        plan.append(
+            [
+                *_SACCTMGR,
+                "modify",
+                "account",
+                "where",
+                f"name={spec.account}",
+                "set",
+                f"description={spec.description}",
+            ]
+        )
     for user in sorted(set(user_rows) - members):
         # sacctmgr refuses to remove a user's default account while they have others.
         others = state.other_accounts.get(user, ())
@@ -232,9 +241,7 @@ def validate_account_spec(spec: SlurmAccountSpec) -> None:
         if not UNIX_USER_PATTERN.fullmatch(user):
             raise AccountSpecError("users", f"{user[:32]!r} is not a valid Unix user name")
     if spec.description is not None and not _DESCRIPTION.fullmatch(spec.description):
-        raise AccountSpecError(
-            "description", "use 1-200 letters, digits, spaces and _ . , : ; ( ) / @ + -"
-        )
+        raise AccountSpecError("description", "use 1-200 letters, digits, spaces and _ . , : ; ( ) / @ + -")
 
 
 # Each association may have one row per partition; they are changed together.

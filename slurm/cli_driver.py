@@ -38,6 +38,8 @@ _TEST_ONLY_ESTIMATE = re.compile(r"Job \d+ to start at (?P<start>\d+) using ")
 # slurm_strerror texts meaning "nothing to do" for squeue --jobs and scancel.
 _UNKNOWN_JOB = "Invalid job id specified"
 _ALREADY_ENDED = "Job/step already completing or completed"
+
+
 class CliSlurmDriver:
     """The default SlurmDriver: Slurm's CLI on a host that shares the job directories."""
 
@@ -96,12 +98,24 @@ class CliSlurmDriver:
         wanted = set(gateway_job_ids)
         if not wanted:
             return {}
-        queued = parse_squeue(self._query(["squeue", "--all", "--noheader", "--states=all",
-                                           f"--format={SQUEUE_FORMAT}"]))
-        accounted = parse_sacct(self._query([
-            "sacct", "--allusers", "--duplicates", "--allocations", "--noheader", "--parsable2",
-            f"--starttime=now-{self._lookback_days}days", "--endtime=now", f"--format={SACCT_FORMAT}",
-        ]))
+        queued = parse_squeue(
+            self._query(["squeue", "--all", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"])
+        )
+        accounted = parse_sacct(
+            self._query(
+                [
+                    "sacct",
+                    "--allusers",
+                    "--duplicates",
+                    "--allocations",
+                    "--noheader",
+                    "--parsable2",
+                    f"--starttime=now-{self._lookback_days}days",
+                    "--endtime=now",
+                    f"--format={SACCT_FORMAT}",
+                ]
+            )
+        )
         newest: dict[str, tuple[int, int, str]] = {}
         for row in (*queued, *accounted):
             gateway_id = row.gateway_job_id
@@ -158,17 +172,33 @@ class CliSlurmDriver:
 
     def partitions(self) -> list[PartitionCapacity]:
         """Nodes and GPUs per partition (sinfo, per node) with pending jobs (squeue, per task)."""
-        nodes = parse_sinfo_nodes(self._query(["sinfo", "--all", "--Node", "--noheader",
-                                               f"--Format={SINFO_NODE_FORMAT}"]))
-        pending = count_pending_by_partition(self._query([
-            "squeue", "--all", "--noheader", "--array", "--states=PENDING",
-            f"--format={PENDING_PARTITIONS_FORMAT}",
-        ]))
+        nodes = parse_sinfo_nodes(
+            self._query(["sinfo", "--all", "--Node", "--noheader", f"--Format={SINFO_NODE_FORMAT}"])
+        )
+        pending = count_pending_by_partition(
+            self._query(
+                [
+                    "squeue",
+                    "--all",
+                    "--noheader",
+                    "--array",
+                    "--states=PENDING",
+                    f"--format={PENDING_PARTITIONS_FORMAT}",
+                ]
+            )
+        )
         return partition_capacities(nodes, pending)
 
     def _squeue_jobs(self, job_ids: Sequence[str]) -> list[QueueRow]:
-        argv = ["squeue", "--all", "--noheader", "--array", "--states=all", f"--jobs={','.join(job_ids)}",
-                f"--format={SQUEUE_FORMAT}"]
+        argv = [
+            "squeue",
+            "--all",
+            "--noheader",
+            "--array",
+            "--states=all",
+            f"--jobs={','.join(job_ids)}",
+            f"--format={SQUEUE_FORMAT}",
+        ]
         try:
             return parse_squeue(self._query(argv))
         except CommandFailed as exc:
@@ -178,10 +208,19 @@ class CliSlurmDriver:
             raise
 
     def _sacct_jobs(self, job_ids: Sequence[str]) -> list[AccountingRow]:
-        return parse_sacct(self._query([
-            "sacct", "--allusers", "--allocations", "--noheader", "--parsable2",
-            f"--jobs={','.join(job_ids)}", f"--format={SACCT_FORMAT}",
-        ]))
+        return parse_sacct(
+            self._query(
+                [
+                    "sacct",
+                    "--allusers",
+                    "--allocations",
+                    "--noheader",
+                    "--parsable2",
+                    f"--jobs={','.join(job_ids)}",
+                    f"--format={SACCT_FORMAT}",
+                ]
+            )
+        )
 
     def _query(self, argv: list[str]) -> str:
         return self._runner.run(argv, env=self._query_env)
@@ -227,5 +266,3 @@ def _accounting_or_queue(row: AccountingRow, queued: QueueRow | None) -> JobObse
 
 def _still_completing(observation: JobObservation) -> JobObservation:
     return msgspec.structs.replace(observation, state="COMPLETING", end_time=None)
-
-

@@ -39,3 +39,10 @@ class SlurmDriver(Protocol):
     def partitions(self) -> list[PartitionCapacity]:
         """Capacity of every partition."""
         ...
+
+    def estimate_start(self, job: BatchJob) -> int | None:
+        """When Slurm would start ``job`` now (epoch seconds), or None where it offers no estimate.
+
+        Nothing is submitted; refusals raise SlurmRejected as ``submit`` would.
+        """
+        ...

@@ -57,6 +57,13 @@ class RestSlurmDriver:
         # No proxies: slurmrestd is a local service and tokens must not travel elsewhere.
         self._opener = build_opener(ProxyHandler({}))
 
+    def estimate_start(self, job: BatchJob) -> int | None:
+        """None: slurmrestd 22.05 has no equivalent of ``sbatch --test-only``.
+
+        Its job listing estimates only jobs already queued, not a shape that was never submitted.
+        """
+        return None
+
     def submit(self, job: BatchJob) -> str:
         """Submit ``job`` as its Unix user; return the Slurm job id.
 
@@ -199,5 +206,3 @@ def _newest_submissions(
         if gateway_id not in newest or candidate > newest[gateway_id]:
             newest[gateway_id] = candidate
     return {gateway_id: slurm_id for gateway_id, (_, _, slurm_id) in newest.items()}
-
-

@@ -16,8 +16,17 @@ from slurm.slurm_values import base_state, epoch_or_none, text_or_none
 from slurm.squeue_parser import gateway_job_id_from_comment
 
 SACCT_FIELDS = (
-    "JobIDRaw", "JobID", "State", "ExitCode", "Reason", "Submit", "Start", "End", "NNodes",
-    "NodeList", "Comment",
+    "JobIDRaw",
+    "JobID",
+    "State",
+    "ExitCode",
+    "Reason",
+    "Submit",
+    "Start",
+    "End",
+    "NNodes",
+    "NodeList",
+    "Comment",
 )
 SACCT_FORMAT = ",".join(SACCT_FIELDS)
 

@@ -76,9 +76,7 @@ def parse_sinfo_nodes(text: str) -> list[NodeRow]:
     return rows
 
 
-def partition_capacities(
-    nodes: list[NodeRow], pending_jobs: Mapping[str, int]
-) -> list[PartitionCapacity]:
+def partition_capacities(nodes: list[NodeRow], pending_jobs: Mapping[str, int]) -> list[PartitionCapacity]:
     """Capacity per partition, in sinfo's order.
 
     ``allocated_nodes`` counts nodes running anything (mixed ones included); ``idle_gpus``

@@ -52,16 +52,25 @@ def main() -> None:
         rest_url = f"{REST_URL}/slurm/v0.0.38/job/{job['slurm_job_id']}"
         rest_auth = {"X-SLURM-USER-NAME": BENCH_USER, "X-SLURM-USER-TOKEN": slurm_token(BENCH_USER)}
         rest_one = rpc_rate_during(lambda: run_wrk(rest_url, rest_auth, connections=1, duration_s=DURATION_S))
-        rest_many = rpc_rate_during(lambda: run_wrk(rest_url, rest_auth, connections=500, duration_s=DURATION_S))
+        rest_many = rpc_rate_during(
+            lambda: run_wrk(rest_url, rest_auth, connections=500, duration_s=DURATION_S)
+        )
         http_json("DELETE", url, gateway.user_token)
 
-    print(json.dumps({
-        "benchmark": "slurm_load",
-        "slurmctld_rpc_per_s": {
-            "gateway_idle": idle, "gateway_1_client": one, "gateway_500_clients": many,
-            "baseline_slurmrestd_1_client": rest_one, "baseline_slurmrestd_500_clients": rest_many,
-        },
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "slurm_load",
+                "slurmctld_rpc_per_s": {
+                    "gateway_idle": idle,
+                    "gateway_1_client": one,
+                    "gateway_500_clients": many,
+                    "baseline_slurmrestd_1_client": rest_one,
+                    "baseline_slurmrestd_500_clients": rest_many,
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,28 +50,48 @@ def main() -> None:
         _, job = http_json("GET", f"{gateway.base_url}/v1/jobs/{job_id}", gateway.user_token)
         slurm_job_id = str(job["slurm_job_id"])
 
-        api = run_wrk(f"{gateway.base_url}/v1/jobs/{job_id}", {"Authorization": f"Bearer {gateway.user_token}"},
-                      connections=CLIENTS)
-        rest = run_wrk(f"{REST_URL}/slurm/v0.0.38/job/{slurm_job_id}",
-                       {"X-SLURM-USER-NAME": BENCH_USER, "X-SLURM-USER-TOKEN": slurm_token(BENCH_USER)},
-                       connections=CLIENTS)
+        api = run_wrk(
+            f"{gateway.base_url}/v1/jobs/{job_id}",
+            {"Authorization": f"Bearer {gateway.user_token}"},
+            connections=CLIENTS,
+        )
+        rest = run_wrk(
+            f"{REST_URL}/slurm/v0.0.38/job/{slurm_job_id}",
+            {"X-SLURM-USER-NAME": BENCH_USER, "X-SLURM-USER-TOKEN": slurm_token(BENCH_USER)},
+            connections=CLIENTS,
+        )
         start = time.perf_counter()
         with ThreadPoolExecutor(SQUEUE_PARALLEL) as pool:
             squeue = list(pool.map(lambda _: timed_squeue(slurm_job_id), range(SQUEUE_CALLS)))
         squeue_rate = SQUEUE_CALLS / (time.perf_counter() - start)
         http_json("DELETE", f"{gateway.base_url}/v1/jobs/{job_id}", gateway.user_token)
 
-    print(json.dumps({
-        "benchmark": "status",
-        "clients": CLIENTS,
-        "gateway_get_job": {"req_per_s": api.requests_per_s, "p50_ms": api.p50_ms, "p99_ms": api.p99_ms,
-                            "errors": api.errors},
-        "baseline_slurmrestd_job": {"req_per_s": rest.requests_per_s, "p50_ms": rest.p50_ms, "p99_ms": rest.p99_ms,
-                                    "errors": rest.errors},
-        "baseline_squeue_j": {"req_per_s": round(squeue_rate, 1), "parallel": SQUEUE_PARALLEL,
-                              "p50_ms": round(percentile(squeue, 0.5) * 1000, 1),
-                              "p99_ms": round(percentile(squeue, 0.99) * 1000, 1)},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "status",
+                "clients": CLIENTS,
+                "gateway_get_job": {
+                    "req_per_s": api.requests_per_s,
+                    "p50_ms": api.p50_ms,
+                    "p99_ms": api.p99_ms,
+                    "errors": api.errors,
+                },
+                "baseline_slurmrestd_job": {
+                    "req_per_s": rest.requests_per_s,
+                    "p50_ms": rest.p50_ms,
+                    "p99_ms": rest.p99_ms,
+                    "errors": rest.errors,
+                },
+                "baseline_squeue_j": {
+                    "req_per_s": round(squeue_rate, 1),
+                    "parallel": SQUEUE_PARALLEL,
+                    "p50_ms": round(percentile(squeue, 0.5) * 1000, 1),
+                    "p99_ms": round(percentile(squeue, 0.99) * 1000, 1),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,9 +53,20 @@ def raw_sbatch() -> float:
     """One raw sbatch of the same job as the same user; return its latency in s."""
     start = time.perf_counter()
     subprocess.run(
-        ["sbatch", "--parsable", f"--uid={BENCH_USER}", f"--gid={BENCH_USER}", f"--account={BENCH_ACCOUNT}",
-         "--partition=cpu", "--time=1", f"--chdir={BASELINE_DIR}", f"--output={BASELINE_DIR}/%j.out", "--wrap=true"],
-        check=True, capture_output=True,
+        [
+            "sbatch",
+            "--parsable",
+            f"--uid={BENCH_USER}",
+            f"--gid={BENCH_USER}",
+            f"--account={BENCH_ACCOUNT}",
+            "--partition=cpu",
+            "--time=1",
+            f"--chdir={BASELINE_DIR}",
+            f"--output={BASELINE_DIR}/%j.out",
+            "--wrap=true",
+        ],
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - start
 
@@ -76,7 +87,9 @@ def main() -> None:
 
         start = time.perf_counter()
         with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
-            ids = [job_id for _, job_id in pool.map(lambda _: submit_via_api(gateway), range(CONCURRENT_JOBS))]
+            ids = [
+                job_id for _, job_id in pool.map(lambda _: submit_via_api(gateway), range(CONCURRENT_JOBS))
+            ]
         accepted_s = time.perf_counter() - start
         for job_id in ids:
             wait_for_slurm_id(gateway, job_id, timeout_s=300)
@@ -87,19 +100,30 @@ def main() -> None:
             raw_sbatch()
         sbatch_loop_s = time.perf_counter() - start
 
-    print(json.dumps({
-        "benchmark": "submit",
-        "api_ack_ms": {"p50": round(percentile(acks, 0.5) * 1000, 2), "p99": round(percentile(acks, 0.99) * 1000, 2)},
-        "ack_to_slurm_id_ms": {"p50": round(percentile(end_to_end, 0.5) * 1000, 1),
-                               "p99": round(percentile(end_to_end, 0.99) * 1000, 1)},
-        "baseline_raw_sbatch_ms": {"p50": round(percentile(sbatch, 0.5) * 1000, 2),
-                                   "p99": round(percentile(sbatch, 0.99) * 1000, 2)},
-        "throughput_jobs_per_s": {
-            "api_accepted_32_clients": round(CONCURRENT_JOBS / accepted_s, 1),
-            "api_in_slurm_32_clients": round(CONCURRENT_JOBS / submitted_s, 1),
-            "baseline_raw_sbatch_loop": round(CONCURRENT_JOBS / sbatch_loop_s, 1),
-        },
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "submit",
+                "api_ack_ms": {
+                    "p50": round(percentile(acks, 0.5) * 1000, 2),
+                    "p99": round(percentile(acks, 0.99) * 1000, 2),
+                },
+                "ack_to_slurm_id_ms": {
+                    "p50": round(percentile(end_to_end, 0.5) * 1000, 1),
+                    "p99": round(percentile(end_to_end, 0.99) * 1000, 1),
+                },
+                "baseline_raw_sbatch_ms": {
+                    "p50": round(percentile(sbatch, 0.5) * 1000, 2),
+                    "p99": round(percentile(sbatch, 0.99) * 1000, 2),
+                },
+                "throughput_jobs_per_s": {
+                    "api_accepted_32_clients": round(CONCURRENT_JOBS / accepted_s, 1),
+                    "api_in_slurm_32_clients": round(CONCURRENT_JOBS / submitted_s, 1),
+                    "baseline_raw_sbatch_loop": round(CONCURRENT_JOBS / sbatch_loop_s, 1),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -73,27 +73,48 @@ def running_gateway(*, database_url: str | None = None) -> Iterator[RunningGatew
     state_dir = Path(tempfile.mkdtemp(prefix="sgw-bench-", dir="/var/tmp"))
     port = free_port()
     config_path = state_dir / "gateway.toml"
-    lines = [f'state_dir = "{state_dir}"', "[server]", f"port = {port}", "[slurm]",
-             f'job_root = "/var/lib/slurm-gateway/bench-jobs/{state_dir.name}"']
+    lines = [
+        f'state_dir = "{state_dir}"',
+        "[server]",
+        f"port = {port}",
+        "[slurm]",
+        f'job_root = "/var/lib/slurm-gateway/bench-jobs/{state_dir.name}"',
+    ]
     if database_url:
         lines += ["[database]", f'url = "{database_url}"']
     config_path.write_text("\n".join(lines) + "\n")
     subprocess.run([CLI, "migrate", "--config", str(config_path)], check=True, capture_output=True)
     log = (state_dir / "gateway.log").open("w")
-    process = subprocess.Popen([CLI, "serve", "--config", str(config_path)], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [CLI, "serve", "--config", str(config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base_url)
         admin = mint(config_path, tenant=None, user="bench-admin", role="admin")
-        status, body = http_json("POST", f"{base_url}/v1/tenants", admin, {
-            "id": BENCH_TENANT, "slurm_account": BENCH_ACCOUNT, "allowed_qos": ["normal"],
-            "default_qos": "normal", "allowed_partitions": ["cpu", "gpu"],
-        })
+        status, body = http_json(
+            "POST",
+            f"{base_url}/v1/tenants",
+            admin,
+            {
+                "id": BENCH_TENANT,
+                "slurm_account": BENCH_ACCOUNT,
+                "allowed_qos": ["normal"],
+                "default_qos": "normal",
+                "allowed_partitions": ["cpu", "gpu"],
+            },
+        )
         if status not in (200, 201):
             raise RuntimeError(f"creating the bench tenant failed: {status} {body}")
-        status, body = http_json("PUT", f"{base_url}/v1/tenants/{BENCH_TENANT}/members/{BENCH_USER}", admin,
-                                 {"unix_user": BENCH_USER})
+        status, body = http_json(
+            "PUT",
+            f"{base_url}/v1/tenants/{BENCH_TENANT}/members/{BENCH_USER}",
+            admin,
+            {"unix_user": BENCH_USER},
+        )
         if status not in (200, 201):
             raise RuntimeError(f"adding the bench member failed: {status} {body}")
         user = mint(config_path, tenant=BENCH_TENANT, user=BENCH_USER, role="user")

@@ -19,8 +19,12 @@ class LoadResult:
     errors: int
 
 
-def run_wrk(url: str, headers: dict[str, str], *, connections: int, duration_s: int = 10, threads: int = 2) -> LoadResult:
+def run_wrk(
+    url: str, headers: dict[str, str], *, connections: int, duration_s: int = 10, threads: int = 2
+) -> LoadResult:
     """Hammer ``url`` with ``connections`` concurrent keep-alive clients for ``duration_s``."""
+    # wrk refuses fewer connections than threads.
+    threads = min(threads, connections)
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s"]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
@@ -30,8 +34,10 @@ def run_wrk(url: str, headers: dict[str, str], *, connections: int, duration_s: 
 
 def parse_wrk_output(text: str) -> LoadResult:
     """Requests/s, p50/p99 latency and error count from wrk's --latency report."""
-    percentiles = {float(p): float(v) * _UNITS_MS[unit]
-                   for p, v, unit in re.findall(r"^\s+(\d+(?:\.\d+)?)%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)}
+    percentiles = {
+        float(p): float(v) * _UNITS_MS[unit]
+        for p, v, unit in re.findall(r"^\s+(\d+(?:\.\d+)?)%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    }
     rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if rate is None or 50.0 not in percentiles or 99.0 not in percentiles:
         raise RuntimeError(f"unexpected wrk output:\n{text}")
@@ -40,5 +46,6 @@ def parse_wrk_output(text: str) -> LoadResult:
     errors = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         errors += sum(int(count) for count in socket_errors.groups())
-    return LoadResult(requests_per_s=float(rate.group(1)), p50_ms=percentiles[50.0], p99_ms=percentiles[99.0],
-                      errors=errors)
+    return LoadResult(
+        requests_per_s=float(rate.group(1)), p50_ms=percentiles[50.0], p99_ms=percentiles[99.0], errors=errors
+    )

@@ -93,8 +93,15 @@ def slurm_jobs_for(gateway_job_id: str) -> set[str]:
     comment = f"sgw:{gateway_job_id}"
     queued = run_command(["squeue", "--all", "--states=all", "--noheader", "--format=%i|%k"]).stdout
     accounted = run_command(
-        ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2", "--starttime=now-1hours",
-         "--format=JobIDRaw,Comment"]
+        [
+            "sacct",
+            "--allusers",
+            "--allocations",
+            "--noheader",
+            "--parsable2",
+            "--starttime=now-1hours",
+            "--format=JobIDRaw,Comment",
+        ]
     ).stdout
     found = set()
     for line in (*queued.splitlines(), *accounted.splitlines()):

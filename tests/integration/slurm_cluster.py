@@ -12,14 +12,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 TERMINAL_STATES = frozenset(
-    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-     "BOOT_FAIL", "DEADLINE"}
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+    }
 )
 # Directory visible to every emulated node: each slurmd has a private /tmp.
 SHARED_TEST_ROOT = Path("/var/tmp/slurm-gateway-tests")
 
 
-def run_command(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_command(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run a Slurm command; with check, fail with its stderr on a non-zero exit."""
     result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
@@ -36,8 +47,17 @@ def submit_batch(args: Sequence[str]) -> str:
 def job_record(job_id: str, fields: Sequence[str]) -> dict[str, str]:
     """The allocation's sacct record (empty if slurmdbd has not seen the job yet)."""
     out = run_command(
-        ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2", "--jobs", job_id,
-         "--format", ",".join(["JobIDRaw", *fields])]
+        [
+            "sacct",
+            "--allusers",
+            "--allocations",
+            "--noheader",
+            "--parsable2",
+            "--jobs",
+            job_id,
+            "--format",
+            ",".join(["JobIDRaw", *fields]),
+        ]
     ).stdout
     for line in out.splitlines():
         values = line.split("|")
@@ -54,7 +74,9 @@ def queue_state(job_id: str) -> str:
 RECORD_FIELDS = ["State", "NodeList", "NNodes", "AllocTRES", "ExitCode", "Account", "User"]
 
 
-def wait_for_state(job_id: str, states: frozenset[str] = TERMINAL_STATES, timeout: float = 120) -> dict[str, str]:
+def wait_for_state(
+    job_id: str, states: frozenset[str] = TERMINAL_STATES, timeout: float = 120
+) -> dict[str, str]:
     """Poll sacct until the job reaches one of `states`; return its record.
 
     For terminal states it also waits until slurmctld has let go of the job and the record is
@@ -89,9 +111,12 @@ def expand_hostlist(hostlist: str) -> list[str]:
 
 def ensure_account(account: str, users: Sequence[str]) -> None:
     """Create a Slurm account and user associations if absent (reads state, applies the difference)."""
-    existing = run_command(["sacctmgr", "--noheader", "--parsable2", "show", "associations",
-                            f"account={account}", "format=user"]).stdout.split()
-    accounts = run_command(["sacctmgr", "--noheader", "--parsable2", "show", "account", "format=account"]).stdout.split()
+    existing = run_command(
+        ["sacctmgr", "--noheader", "--parsable2", "show", "associations", f"account={account}", "format=user"]
+    ).stdout.split()
+    accounts = run_command(
+        ["sacctmgr", "--noheader", "--parsable2", "show", "account", "format=account"]
+    ).stdout.split()
     if account not in accounts:
         run_command(["sacctmgr", "--immediate", "add", "account", account])
     for user in users:

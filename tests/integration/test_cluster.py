@@ -88,17 +88,34 @@ def test_topology_has_two_gpu_leaves_under_one_spine() -> None:
     assert set(expand_hostlist(switches["spine"])) >= GPU_NODES
 
 
-def test_switches_one_keeps_a_two_node_job_under_one_leaf(job_dir: Path, tenant_accounts: dict[str, str]) -> None:
+def test_switches_one_keeps_a_two_node_job_under_one_leaf(
+    job_dir: Path, tenant_accounts: dict[str, str]
+) -> None:
     # Occupy one node per leaf: the two free nodes (gpu01, gpu04) are under different leaves,
     # so a --switches=1 job must wait rather than take them.
-    common = as_alice("--account", tenant_accounts["mine"], "--partition=gpu", "--exclusive",
-                      f"--chdir={job_dir}", f"--output={job_dir}/%j.out")
-    blockers = [submit_batch([*common, f"--nodelist={node}", "--wrap=sleep 120"]) for node in ("gpu02", "gpu03")]
+    common = as_alice(
+        "--account",
+        tenant_accounts["mine"],
+        "--partition=gpu",
+        "--exclusive",
+        f"--chdir={job_dir}",
+        f"--output={job_dir}/%j.out",
+    )
+    blockers = [
+        submit_batch([*common, f"--nodelist={node}", "--wrap=sleep 120"]) for node in ("gpu02", "gpu03")
+    ]
     try:
         for blocker in blockers:
             wait_for_state(blocker, frozenset({"RUNNING"}), timeout=60)
-        job = submit_batch([*common, "--nodes=2", "--switches=1@05:00", f"--output={job_dir}/switches.out",
-                            "--wrap=srun hostname"])
+        job = submit_batch(
+            [
+                *common,
+                "--nodes=2",
+                "--switches=1@05:00",
+                f"--output={job_dir}/switches.out",
+                "--wrap=srun hostname",
+            ]
+        )
         time.sleep(3)
         assert queue_state(job) == "PENDING", "a --switches=1 job took nodes under two leaves"
         run_command(["scancel", blockers[0]])
@@ -117,9 +134,18 @@ def test_mpi_allreduce_over_two_nodes_with_pmix(job_dir: Path, tenant_accounts: 
     run_command(["mpicc", "-o", str(binary), str(Path(__file__).parent / "data" / "allreduce.c")])
     script = job_dir / "job.sh"
     script.write_text(f"#!/bin/bash\n{MPI_ENV}\nsrun --mpi=pmix {binary}\n")
-    job = submit_batch(as_alice("--account", tenant_accounts["mine"], "--partition=gpu", "--nodes=2",
-                                "--ntasks-per-node=2", f"--chdir={job_dir}", f"--output={job_dir}/out.txt",
-                                str(script)))
+    job = submit_batch(
+        as_alice(
+            "--account",
+            tenant_accounts["mine"],
+            "--partition=gpu",
+            "--nodes=2",
+            "--ntasks-per-node=2",
+            f"--chdir={job_dir}",
+            f"--output={job_dir}/out.txt",
+            str(script),
+        )
+    )
     record = wait_for_state(job)
     output = (job_dir / "out.txt").read_text()
     assert record["State"] == "COMPLETED", output
@@ -129,7 +155,9 @@ def test_mpi_allreduce_over_two_nodes_with_pmix(job_dir: Path, tenant_accounts: 
     assert len({host for _, host, _ in ranks}) == 2
 
 
-def test_account_without_association_is_refused_by_slurm(job_dir: Path, tenant_accounts: dict[str, str]) -> None:
+def test_account_without_association_is_refused_by_slurm(
+    job_dir: Path, tenant_accounts: dict[str, str]
+) -> None:
     common = as_alice("--partition=cpu", f"--chdir={job_dir}", f"--output={job_dir}/%j.out", "--wrap=true")
     refused = run_command(["sbatch", "--account", tenant_accounts["not_mine"], *common], check=False)
     assert refused.returncode != 0
@@ -139,8 +167,17 @@ def test_account_without_association_is_refused_by_slurm(job_dir: Path, tenant_a
 
 
 def test_finished_gpu_job_is_in_sacct_with_gres_gpu(job_dir: Path, tenant_accounts: dict[str, str]) -> None:
-    job = submit_batch(as_alice("--account", tenant_accounts["mine"], "--partition=gpu", "--gres=gpu:h100:2",
-                                f"--chdir={job_dir}", f"--output={job_dir}/out.txt", "--wrap=hostname"))
+    job = submit_batch(
+        as_alice(
+            "--account",
+            tenant_accounts["mine"],
+            "--partition=gpu",
+            "--gres=gpu:h100:2",
+            f"--chdir={job_dir}",
+            f"--output={job_dir}/out.txt",
+            "--wrap=hostname",
+        )
+    )
     record = wait_for_state(job)
     assert record["State"] == "COMPLETED"
     assert record["User"] == "alice"
@@ -165,7 +202,9 @@ def rest_ping(token: str) -> urllib.request.Request:
 
 def test_slurmrestd_answers_ping_with_a_pyjwt_token() -> None:
     now = int(time.time())
-    token = jwt.encode({"iat": now, "exp": now + 300, "sun": "alice"}, JWT_KEY.read_bytes(), algorithm="HS256")
+    token = jwt.encode(
+        {"iat": now, "exp": now + 300, "sun": "alice"}, JWT_KEY.read_bytes(), algorithm="HS256"
+    )
     with urllib.request.urlopen(rest_ping(token), timeout=10) as response:
         body = response.read().decode()
     assert '"ping": "UP"' in body.replace('":"', '": "')
@@ -183,9 +222,16 @@ def test_slurmrestd_refuses_a_token_signed_with_another_key() -> None:
 def test_playbook_second_run_changes_nothing() -> None:
     result = subprocess.run(
         [str(REPO_ROOT / ".venv" / "bin" / "ansible-playbook"), str(REPO_ROOT / "ansible" / "site.yml")],
-        capture_output=True, text=True, timeout=600, check=False,
-        env={"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible" / "ansible.cfg"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-             "HOME": "/root", "LANG": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={
+            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible" / "ansible.cfg"),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+        },
     )
     assert result.returncode == 0, result.stdout[-3000:]
     recap = re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", result.stdout)

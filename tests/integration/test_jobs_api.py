@@ -47,12 +47,23 @@ FAST_WORKERS = WorkerConfig(
     enabled=True, submit_interval_s=0.2, poll_interval_s=0.5, max_backoff_s=2, submit_lease_s=10
 )
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# The whole lifecycle through each Slurm driver: Slurm's CLI and slurmrestd.
+BOTH_DRIVERS = pytest.mark.parametrize("slurm_driver", ["cli", "rest"])
 
 
 @pytest.fixture
-def working_client(gateway_config: GatewayConfig, migrated_database: str) -> Iterator[TestClient[Litestar]]:
+def slurm_driver() -> str:
+    """The Slurm driver the app uses; BOTH_DRIVERS overrides it."""
+    return "cli"
+
+
+@pytest.fixture
+def working_client(
+    gateway_config: GatewayConfig, migrated_database: str, slurm_driver: str
+) -> Iterator[TestClient[Litestar]]:
     """The app with its submitter and reconciler running at test speed."""
-    config = msgspec.structs.replace(gateway_config, workers=FAST_WORKERS)
+    slurm = msgspec.structs.replace(gateway_config.slurm, driver=slurm_driver)
+    config = msgspec.structs.replace(gateway_config, workers=FAST_WORKERS, slurm=slurm)
     with TestClient(create_app(config)) as client:
         yield client
 
@@ -79,6 +90,7 @@ def job_rows(config: GatewayConfig) -> int:
 
 
 @SQLITE_ONLY
+@BOTH_DRIVERS
 def test_a_job_runs_as_the_member_under_the_tenant_account(
     working_client: TestClient[Litestar], token_for: TokenFactory, alice: str
 ) -> None:
@@ -108,6 +120,7 @@ def test_a_job_runs_as_the_member_under_the_tenant_account(
 
 
 @SQLITE_ONLY
+@BOTH_DRIVERS
 def test_cancelling_a_running_job_cancels_it_in_slurm(
     working_client: TestClient[Litestar], token_for: TokenFactory, alice: str
 ) -> None:

@@ -190,8 +190,9 @@ def test_two_submitters_on_one_database_submit_each_job_once(
     create_tenant(gateway_client, token_for("sgw-jobs-admin", None, ["admin"]), TENANT_A, {"alice": "alice"})
     alice = token_for("alice", TENANT_A, ["user"])
     job_ids = [
-        gateway_client.post("/v1/jobs", json=job_body(name=f"race-{index}"), headers=bearer_headers(alice))
-        .json()["id"]
+        gateway_client.post(
+            "/v1/jobs", json=job_body(name=f"race-{index}"), headers=bearer_headers(alice)
+        ).json()["id"]
         for index in range(6)
     ]
     engine = create_database_engine(gateway_config.database.url)

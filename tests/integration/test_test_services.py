@@ -37,7 +37,9 @@ def all_bodies(engine: sa.Engine) -> list[str]:
 
 def test_database_variant_is_the_backend_it_names(engine: sa.Engine, request: pytest.FixtureRequest) -> None:
     variant = request.node.callspec.params["database_url"]
-    version_query = {"sqlite": "SELECT 'SQLite ' || sqlite_version()", "postgres": "SELECT version()"}[variant]
+    version_query = {"sqlite": "SELECT 'SQLite ' || sqlite_version()", "postgres": "SELECT version()"}[
+        variant
+    ]
     with engine.connect() as conn:
         version = conn.execute(sa.text(version_query)).scalar_one()
     assert engine.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[variant]
@@ -75,9 +77,13 @@ def test_postgres_tables_land_in_the_test_private_schema(postgres_database_url: 
         metadata.create_all(engine)
         with engine.connect() as conn:
             schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-            table_schemas = conn.execute(
-                sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'notes'")
-            ).scalars().all()
+            table_schemas = (
+                conn.execute(
+                    sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'notes'")
+                )
+                .scalars()
+                .all()
+            )
     finally:
         engine.dispose()
     assert schema.startswith("test_")

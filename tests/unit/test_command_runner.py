@@ -96,5 +96,8 @@ def test_non_zero_exit_keeps_full_stderr_and_status() -> None:
     with pytest.raises(CommandFailed) as excinfo:
         runner.run(python_argv(code))
     assert (excinfo.value.returncode, excinfo.value.stderr, excinfo.value.program) == (
-        4, "first\nsecond\n", sys.executable)
+        4,
+        "first\nsecond\n",
+        sys.executable,
+    )
     assert isinstance(excinfo.value, SlurmUnavailable)

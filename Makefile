@@ -61,10 +61,12 @@ bench: cluster test-services
 run: cluster
 	@echo
 	@echo "slurm-gateway on http://$(HOST):$(PORT) (SQLite and local storage under ./var). Try:"
-	@echo "  curl -s http://$(HOST):$(PORT)/healthz"
 	@echo "  curl -s http://$(HOST):$(PORT)/readyz"
-	@echo "  curl -s http://$(HOST):$(PORT)/v1"
 	@echo "  curl -s http://$(HOST):$(PORT)/schema/openapi.json"
+	@echo "  dev/try-it     (in another shell: creates tenant demo with member alice, submits a GPU"
+	@echo "                 job as alice and follows it; prints every call it makes)"
+	@echo "Tokens: $(BIN)/slurm-gateway token --user admin --role admin"
+	@echo "        $(BIN)/slurm-gateway token --tenant demo --user alice --role user"
 	@echo "The cluster: sinfo, squeue, sacct work in any shell here. Ctrl-C stops the gateway;"
 	@echo "'make cluster-down' stops the cluster."
 	@echo

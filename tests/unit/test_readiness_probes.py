@@ -66,3 +66,38 @@ def test_slurm_check_relays_runner_failure() -> None:
 def test_slurm_check_reports_unparseable_output() -> None:
     with pytest.raises(ReadinessFailure, match="unrecognised scontrol ping line"):
         asyncio.run(slurm_controller_check(FixedRunner("what is this\n")).probe())
+
+
+class CountingRunner:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, argv: Sequence[str]) -> str:
+        self.calls += 1
+        return "Slurmctld(primary) at h1 is UP\n"
+
+
+def test_slurm_check_pings_at_most_once_per_max_age() -> None:
+    runner = CountingRunner()
+    now = [100.0]
+    check = slurm_controller_check(runner, max_age_s=5.0, clock=lambda: now[0])
+
+    async def probe_many(times: int) -> None:
+        await asyncio.gather(*(check.probe() for _ in range(times)))
+
+    asyncio.run(probe_many(50))
+    assert runner.calls == 1
+    now[0] += 4.9
+    asyncio.run(probe_many(10))
+    assert runner.calls == 1
+    now[0] += 0.2
+    asyncio.run(probe_many(10))
+    assert runner.calls == 2
+
+
+def test_a_cached_failure_is_reported_until_the_next_ping() -> None:
+    now = [0.0]
+    check = slurm_controller_check(UnavailableRunner(), max_age_s=5.0, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(ReadinessFailure, match="command not found"):
+            asyncio.run(check.probe())

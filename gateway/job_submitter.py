@@ -11,9 +11,15 @@ One cycle (``run_once``):
    ``submitting``, or an sbatch that failed in an unknowable way) is first looked up by the
    gateway id in its --comment (``driver.find_submitted``, one call for the batch); if Slurm has
    it, that id is recorded and nothing is submitted again.
-3. Record the outcome, fenced on the lease owner: ``pending`` with the Slurm id;
+3. Submit the rest, up to ``concurrency`` sbatch calls at once (a thread pool that never touches
+   the database). Every sbatch starts with a full lease: the claim's commit grants it to the
+   first jobs when no lookup came between; later ones are renewed, fenced, just before they
+   start, and a job whose lease was lost is not submitted.
+4. Record the outcome, fenced on the lease owner: ``pending`` with the Slurm id;
    ``submit_failed`` when Slurm refused the job; back to ``accepted`` with exponential backoff
-   (``next_attempt_at``) when Slurm was unreachable.
+   (``next_attempt_at``) when Slurm was unreachable. One transaction records whatever finished
+   and renews the leases of the jobs starting next, so a batch costs a few commits, not three
+   per job.
 
 Test hook (documented, off by default): ``pause_after_submit_s`` sleeps between sbatch and
 recording the Slurm id, so a crash test can kill the process exactly there; the worker wiring
@@ -24,11 +30,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.job_admission import batch_job_from_spec, job_working_dir
@@ -43,6 +51,10 @@ from slurm.errors import JobSpecError, SlurmError, SlurmRejected
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 16
+# sbatch calls in flight at once: enough to overlap their round trips to slurmctld without
+# flooding it (slurmctld serialises job creation anyway).
+DEFAULT_CONCURRENCY = 4
+OUTCOMES = ("submitted", "recovered", "failed", "deferred", "cancelled")
 # First retry delay after Slurm was unreachable; doubles per attempt up to max_backoff_s.
 BASE_BACKOFF_S = 1.0
 
@@ -55,6 +67,7 @@ class SubmitterSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_backoff_s: float
     job_root: str
     batch_size: int = DEFAULT_BATCH_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
     pause_after_submit_s: float = 0.0
 
 
@@ -85,6 +98,15 @@ class _Claim(msgspec.Struct, frozen=True, kw_only=True):
     needs_lookup: bool
 
 
+class _Write(msgspec.Struct, frozen=True, kw_only=True):
+    """A step's outcome for one claimed job: the fenced row update that records it."""
+
+    claim: _Claim
+    outcome: str
+    values: dict[str, object]
+    slurm_job_id: str | None = None
+
+
 class JobSubmitter:
     """Claims accepted jobs and submits each to Slurm exactly once."""
 
@@ -96,13 +118,17 @@ class JobSubmitter:
         *,
         metrics: MetricsRegistry | None = None,
         clock: Clock = utc_now,
+        on_jobs_changed: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         """``settings.worker_id`` must be unique among every submitter on the database;
-        ``metrics``, when given, receives ``slurm_gateway_submissions_total{outcome}``."""
+        ``metrics``, when given, receives ``slurm_gateway_submissions_total{outcome}``;
+        ``on_jobs_changed``, when given, is called (from the submitter's thread) with the ids of
+        jobs whose state it just committed, e.g. to drop cached views of them."""
         self._session_factory = session_factory
         self._driver = driver
         self._settings = settings
         self._clock = clock
+        self._on_jobs_changed = on_jobs_changed
         self._outcomes: Counter | None = None
         if metrics is not None:
             self._outcomes = metrics.counter(
@@ -116,9 +142,10 @@ class JobSubmitter:
         claims = self._claim()
         if not claims:
             return SubmissionOutcome()
+        counts = dict.fromkeys(OUTCOMES, 0)
+        writes: list[_Write] = []
         found: dict[str, str] = {}
         lookups = [claim.job_id for claim in claims if claim.needs_lookup]
-        counts = {"submitted": 0, "recovered": 0, "failed": 0, "deferred": 0, "cancelled": 0}
         if lookups:
             try:
                 found = self._driver.find_submitted(lookups)
@@ -126,28 +153,67 @@ class JobSubmitter:
                 # Without knowing whether Slurm has them, submitting again could double them.
                 for claim in claims:
                     if claim.needs_lookup:
-                        self._defer(claim, exc)
+                        writes.append(self._deferral(claim, exc))
                         counts["deferred"] += 1
                 claims = [claim for claim in claims if not claim.needs_lookup]
+        to_submit = []
         for claim in claims:
-            counts[self._process(claim, found.get(claim.job_id))] += 1
+            slurm_job_id = found.get(claim.job_id)
+            if slurm_job_id is not None:
+                logger.info("job %s was already in Slurm as %s; recording it", claim.job_id, slurm_job_id)
+                writes.append(self._submitted(claim, slurm_job_id))
+                counts["recovered"] += 1
+            elif claim.desired_state == DESIRED_CANCEL:
+                writes.append(self._finished(claim, CANCELLED, "cancelled before it was submitted to Slurm"))
+                counts["cancelled"] += 1
+            else:
+                to_submit.append(claim)
+        # The claim's own commit granted a full lease; after a Slurm lookup it must be renewed.
+        self._submit_all(to_submit, writes, counts, leases_fresh=not lookups)
         if self._outcomes is not None:
             for outcome, count in counts.items():
                 if count:
                     self._outcomes.inc(count, outcome=outcome)
         return SubmissionOutcome(**counts)
 
-    def _process(self, claim: _Claim, slurm_job_id: str | None) -> str:
-        if slurm_job_id is not None:
-            logger.info("job %s was already in Slurm as %s; recording it", claim.job_id, slurm_job_id)
-            self._record_submitted(claim, slurm_job_id)
-            return "recovered"
-        if claim.desired_state == DESIRED_CANCEL:
-            self._finish(claim, CANCELLED, "cancelled before it was submitted to Slurm")
-            return "cancelled"
-        return self._submit(claim)
+    def _submit_all(
+        self, claims: Sequence[_Claim], writes: list[_Write], counts: dict[str, int], *, leases_fresh: bool
+    ) -> None:
+        """Run up to ``concurrency`` sbatch calls at once; every sbatch starts with a full lease.
 
-    def _submit(self, claim: _Claim) -> str:
+        Each database round trip records whatever finished (and ``writes``) and renews the
+        leases of the jobs about to start, in one transaction; a job whose lease was lost is
+        not submitted. Jobs straight after the claim skip the renewal when ``leases_fresh``.
+        """
+        waiting = deque(claims)
+        in_flight: dict[Future[_Write], _Claim] = {}
+        workers = max(1, min(self._settings.concurrency, len(claims)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sbatch") as pool:
+            while waiting or in_flight or writes:
+                starting = [waiting.popleft() for _ in range(min(len(waiting), workers - len(in_flight)))]
+                if leases_fresh:
+                    leases_fresh = False
+                else:
+                    starting = self._commit(writes, renew=starting)
+                    writes = []
+                for claim in starting:
+                    in_flight[pool.submit(self._sbatch, claim)] = claim
+                if not in_flight:
+                    continue
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    claim = in_flight.pop(future)
+                    try:
+                        write = future.result()
+                    except Exception:
+                        # Outcome unknown: the job keeps its lease, and the next owner looks it up.
+                        logger.exception("job %s: submission failed unexpectedly", claim.job_id)
+                        continue
+                    writes.append(write)
+                    counts[write.outcome] += 1
+
+    def _sbatch(self, claim: _Claim) -> _Write:
+        """Submit one job (in a pool thread; no database here) and say what to record."""
         try:
             batch_job = batch_job_from_spec(
                 claim.spec,
@@ -156,22 +222,17 @@ class JobSubmitter:
                 account=claim.account,
                 working_dir=job_working_dir(self._settings.job_root, claim.tenant_id, claim.job_id),
             )
-            if not self._renew_lease(claim):
-                return "deferred"
             # The driver creates the working directory and hands it to the job's user.
             slurm_job_id = self._driver.submit(batch_job)
         except (JobSpecError, SlurmRejected) as exc:
-            self._finish(claim, SUBMIT_FAILED, _rejection_reason(exc))
-            return "failed"
+            return self._finished(claim, SUBMIT_FAILED, _rejection_reason(exc))
         except SlurmError as exc:
             # Unreachable Slurm, or an answer we could not read: the job may be in Slurm after
             # all, so the next attempt looks it up before submitting.
-            self._defer(claim, exc)
-            return "deferred"
+            return self._deferral(claim, exc)
         if self._settings.pause_after_submit_s:
             time.sleep(self._settings.pause_after_submit_s)
-        self._record_submitted(claim, slurm_job_id)
-        return "submitted"
+        return self._submitted(claim, slurm_job_id)
 
     def _claim(self) -> list[_Claim]:
         now = self._clock()
@@ -192,6 +253,7 @@ class JobSubmitter:
                 rows = self._claim_compare_and_set(session, due, lease)
             claims = self._load_claims(session, rows)
             session.commit()
+        self._announce([claim.job_id for claim in claims])
         return claims
 
     def _claim_locked(
@@ -263,76 +325,102 @@ class JobSubmitter:
             )
         return claims
 
-    def _renew_lease(self, claim: _Claim) -> bool:
-        # Each sbatch starts with a full lease, however long the batch's earlier ones took.
+    def _submitted(self, claim: _Claim, slurm_job_id: str) -> _Write:
         now = self._clock()
-        return self._fenced_update(
-            claim, lease_expires_at=now + timedelta(seconds=self._settings.lease_s), updated_at=now
-        )
+        values = {
+            "state": PENDING,
+            "slurm_job_id": slurm_job_id,
+            "submitted_at": now,
+            "updated_at": now,
+            "state_reason": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "next_attempt_at": None,
+        }
+        return _Write(claim=claim, outcome="submitted", values=values, slurm_job_id=slurm_job_id)
 
-    def _record_submitted(self, claim: _Claim, slurm_job_id: str) -> None:
+    def _finished(self, claim: _Claim, state: str, reason: str) -> _Write:
         now = self._clock()
-        if not self._fenced_update(
-            claim,
-            state=PENDING,
-            slurm_job_id=slurm_job_id,
-            submitted_at=now,
-            updated_at=now,
-            state_reason=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-        ):
-            logger.warning(
-                "job %s: lease lost before recording Slurm job %s; the next owner looks it up",
-                claim.job_id,
-                slurm_job_id,
-            )
+        values = {
+            "state": state,
+            "state_reason": reason,
+            "ended_at": now,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "next_attempt_at": None,
+        }
+        return _Write(claim=claim, outcome="cancelled" if state == CANCELLED else "failed", values=values)
 
-    def _finish(self, claim: _Claim, state: str, reason: str) -> None:
-        now = self._clock()
-        self._fenced_update(
-            claim,
-            state=state,
-            state_reason=reason,
-            ended_at=now,
-            updated_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=None,
-        )
-
-    def _defer(self, claim: _Claim, exc: SlurmError) -> None:
+    def _deferral(self, claim: _Claim, exc: SlurmError) -> _Write:
         delay = min(self._settings.max_backoff_s, BASE_BACKOFF_S * 2 ** (claim.attempt - 1))
         now = self._clock()
         logger.warning(
             "job %s: submission attempt %d deferred %.1fs: %s", claim.job_id, claim.attempt, delay, exc
         )
-        self._fenced_update(
-            claim,
-            state=ACCEPTED,
-            state_reason=f"waiting to retry submission ({exc})",
-            next_attempt_at=now + timedelta(seconds=delay),
-            updated_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        values = {
+            "state": ACCEPTED,
+            "state_reason": f"waiting to retry submission ({exc})",
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        return _Write(claim=claim, outcome="deferred", values=values)
 
-    def _fenced_update(self, claim: _Claim, **values: object) -> bool:
+    def _commit(self, writes: Sequence[_Write], *, renew: Sequence[_Claim]) -> list[_Claim]:
+        """In one transaction: apply ``writes`` and renew the leases of ``renew``, all fenced on
+        the lease owner; returns the claims in ``renew`` whose lease is still ours."""
+        if not writes and not renew:
+            return []
+        now = self._clock()
+        changed = []
+        with self._session_factory() as session:
+            for write in writes:
+                if session.execute(self._fenced(write.claim.job_id).values(**write.values)).rowcount:
+                    changed.append(write.claim.job_id)
+                else:
+                    self._report_lost_lease(write)
+            renewed: set[str] = set()
+            if renew:
+                renewed = set(
+                    session.scalars(
+                        self._fenced(*(claim.job_id for claim in renew))
+                        .values(
+                            lease_expires_at=now + timedelta(seconds=self._settings.lease_s), updated_at=now
+                        )
+                        .returning(Job.id)
+                    )
+                )
+            session.commit()
+        self._announce(changed)
+        return [claim for claim in renew if claim.job_id in renewed]
+
+    def _announce(self, job_ids: Sequence[str]) -> None:
+        if job_ids and self._on_jobs_changed is not None:
+            self._on_jobs_changed(job_ids)
+
+    def _fenced(self, *job_ids: str) -> Update:
         # Only the lease holder may move the job: a worker that stalled past its lease must not
         # overwrite what the job's new owner did.
-        with self._session_factory() as session:
-            changed = session.execute(
-                update(Job)
-                .where(
-                    Job.id == claim.job_id,
-                    Job.state == SUBMITTING,
-                    Job.lease_owner == self._settings.worker_id,
-                )
-                .values(**values)
-            ).rowcount
-            session.commit()
-        return bool(changed)
+        return (
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.state == SUBMITTING, Job.lease_owner == self._settings.worker_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    @staticmethod
+    def _report_lost_lease(write: _Write) -> None:
+        if write.slurm_job_id is not None:
+            logger.warning(
+                "job %s: lease lost before recording Slurm job %s; the next owner looks it up",
+                write.claim.job_id,
+                write.slurm_job_id,
+            )
+        else:
+            logger.warning(
+                "job %s: lease lost before recording the %s outcome", write.claim.job_id, write.outcome
+            )
 
 
 def _rejection_reason(exc: JobSpecError | SlurmRejected) -> str:

@@ -30,6 +30,7 @@ from gateway.job_service import (
     parse_label_filters,
     request_cancel,
 )
+from gateway.job_view_cache import JobViewCache
 from gateway.storage_models import Job
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -71,14 +72,16 @@ async def submit_job(
 
 @get("/v1/jobs/{job_id:str}", tags=["jobs"], summary="One job, as last observed (never calls Slurm)")
 async def read_job(job_id: JobId, state: State, principal: AuthenticatedPrincipal) -> JobView:
-    """The job, if the caller may see it; 404 otherwise."""
+    """The job, if the caller may see it; 404 otherwise. Pollers are answered from a short-lived
+    per-process cache (gateway.job_view_cache), at most ``server.job_status_cache_s`` old."""
+    cache: JobViewCache = state.job_view_cache
     session_factory: sessionmaker[Session] = state.session_factory
 
     def read() -> JobView:
         with session_factory() as session:
             return job_view(get_job(session, principal, job_id))
 
-    return await asyncio.to_thread(read)
+    return await cache.view(job_id, principal, lambda: asyncio.to_thread(read))
 
 
 @get("/v1/jobs", tags=["jobs"], summary="The caller's visible jobs, newest first, cursor-paginated")
@@ -120,7 +123,11 @@ async def cancel_job(job_id: JobId, state: State, principal: AuthenticatedPrinci
         with session_factory() as session:
             return job_view(request_cancel(session, principal, job_id))
 
-    return await asyncio.to_thread(cancel)
+    try:
+        return await asyncio.to_thread(cancel)
+    finally:
+        # After the commit, so a GET from this process shows the cancel at once.
+        state.job_view_cache.invalidate(job_id)
 
 
 def job_view(job: Job) -> JobView:

@@ -7,6 +7,7 @@
     restart the lease expires, find_submitted finds the job by its comment, and it is recorded,
     never submitted again.
 (c) two submitters claiming from one database (SQLite and PostgreSQL) never double-submit.
+(d) a job waiting for a free sbatch slot whose lease was taken meanwhile is not submitted.
 
 Every check counts the Slurm jobs carrying the gateway id in their comment (squeue + sacct).
 """
@@ -30,8 +31,8 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.background_workers import ENV_TEST_PAUSE_AFTER_SUBMIT
 from gateway.config import GatewayConfig
@@ -39,7 +40,9 @@ from gateway.database import create_database_engine
 from gateway.job_submitter import JobSubmitter, SubmitterSettings
 from gateway.slurm_driver import command_runner_from_config
 from gateway.storage_models import Job
+from slurm.batch_job import BatchJob
 from slurm.cli_driver import CliSlurmDriver
+from slurm.command_runner import CommandRunner
 from tests.integration.gateway_fixtures import (
     TEST_JOB_ROOT,
     TokenFactory,
@@ -235,6 +238,73 @@ def test_two_submitters_on_one_database_submit_each_job_once(
     assert {job_id: slurm_jobs_for(job_id) for job_id in job_ids} == {
         job_id: {recorded[job_id]} for job_id in job_ids
     }
+
+
+class _LeaseTakenOverDuringFirstSubmit(CliSlurmDriver):
+    """The real CLI driver; as its first sbatch starts, another worker takes ``victim``'s lease."""
+
+    def __init__(self, runner: CommandRunner, session_factory: sessionmaker[Session], victim: str) -> None:
+        super().__init__(runner)
+        self._session_factory = session_factory
+        self._victim: str | None = victim
+
+    def submit(self, job: BatchJob) -> str:
+        if self._victim is not None:
+            with self._session_factory() as session:
+                session.execute(
+                    update(Job).where(Job.id == self._victim).values(lease_owner="sgw-jobs-thief")
+                )
+                session.commit()
+            self._victim = None
+        return super().submit(job)
+
+
+def test_a_job_whose_lease_is_lost_while_waiting_for_a_slot_is_never_submitted(
+    gateway_client: TestClient[Litestar], gateway_config: GatewayConfig, token_for: TokenFactory
+) -> None:
+    create_tenant(gateway_client, token_for("sgw-jobs-admin", None, ["admin"]), TENANT_A, {"alice": "alice"})
+    alice = token_for("alice", TENANT_A, ["user"])
+    first, second = (
+        gateway_client.post("/v1/jobs", json=job_body(name=name), headers=bearer_headers(alice)).json()["id"]
+        for name in ("slot-first", "slot-second")
+    )
+    engine = create_database_engine(gateway_config.database.url)
+    session_factory = sessionmaker(engine, expire_on_commit=False)
+    changed: list[str] = []
+    submitter = JobSubmitter(
+        session_factory,
+        _LeaseTakenOverDuringFirstSubmit(
+            command_runner_from_config(gateway_config.slurm), session_factory, second
+        ),
+        SubmitterSettings(
+            worker_id="sgw-jobs-one-slot",
+            lease_s=30,
+            max_backoff_s=1,
+            job_root=gateway_config.slurm.job_root,
+            batch_size=2,
+            # One slot: the second job waits for the first sbatch, then must renew its lease.
+            concurrency=1,
+        ),
+        on_jobs_changed=changed.extend,
+    )
+    try:
+        outcome = submitter.run_once()
+        with session_factory() as session:
+            rows = session.execute(
+                select(Job.id, Job.state, Job.slurm_job_id, Job.lease_owner).where(
+                    Job.id.in_([first, second])
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    stored = {row.id: (row.state, row.slurm_job_id, row.lease_owner) for row in rows}
+    assert outcome.submitted == 1
+    assert stored[second] == ("submitting", None, "sgw-jobs-thief")
+    assert stored[first][0] == "pending"
+    assert slurm_jobs_for(first) == {stored[first][1]}
+    assert slurm_jobs_for(second) == set()
+    # Both claims were announced, then the one recorded outcome.
+    assert changed == [first, second, first]
 
 
 def _wait_for_slurm_jobs(job_id: str, timeout_s: float = 30) -> set[str]:

@@ -104,6 +104,59 @@ def test_bad_claims_are_rejected_with_reason(overrides: dict[str, Any], reason: 
     assert reason_of(hs256_verifier(), raw_token(base_claims(**overrides))) == reason
 
 
+class CountingSecret(SharedSecret):
+    """A shared secret that counts how often a signature had to be checked."""
+
+    def __init__(self, secret: bytes) -> None:
+        super().__init__(secret)
+        self.lookups = 0
+
+    def key_for(self, token: str) -> bytes:
+        self.lookups += 1
+        return super().key_for(token)
+
+
+def counting_verifier(keys: CountingSecret, clock: Any = time.time) -> TokenVerifier:
+    return TokenVerifier(
+        algorithm="HS256",
+        keys=keys,
+        issuer=AUTH.issuer,
+        audience=AUTH.audience,
+        leeway_s=AUTH.leeway_s,
+        clock=clock,
+    )
+
+
+def test_verified_token_is_remembered_until_its_exp() -> None:
+    keys = CountingSecret(SECRET)
+    claims = base_claims()
+    now = [float(claims["iat"])]
+    verifier = counting_verifier(keys, clock=lambda: now[0])
+    token = raw_token(claims)
+    first = verifier.verify(token)
+    assert verifier.verify(token) == first
+    assert keys.lookups == 1
+    now[0] = float(claims["exp"])
+    # At exp the token is checked again (and, once really expired, refused).
+    verifier.verify(token)
+    assert keys.lookups == 2
+
+
+def test_refused_tokens_are_not_remembered() -> None:
+    keys = CountingSecret(SECRET)
+    verifier = counting_verifier(keys)
+    token = raw_token(base_claims(roles=["wizard"]))
+    assert reason_of(verifier, token) == "unknown role 'wizard'"
+    assert reason_of(verifier, token) == "unknown role 'wizard'"
+    assert keys.lookups == 2
+
+
+def test_a_remembered_token_does_not_vouch_for_a_forged_one() -> None:
+    verifier = hs256_verifier()
+    verifier.verify(raw_token(base_claims()))
+    assert reason_of(verifier, raw_token(base_claims(), secret=b"x" * 32)) == "bad signature"
+
+
 def test_bad_signature_is_rejected() -> None:
     token = raw_token(base_claims(), secret=b"x" * 32)
     assert reason_of(hs256_verifier(), token) == "bad signature"

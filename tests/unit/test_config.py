@@ -25,6 +25,8 @@ def test_defaults_without_file_or_env(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert config.state_dir == "./var"
     assert config.server.host == "127.0.0.1"
     assert config.server.port == 8000
+    assert config.server.access_log is False
+    assert config.server.job_status_cache_s == 1.0
     assert config.slurm.driver == "cli"
     assert config.slurm.command_timeout_s == 30.0
     assert config.slurm.bin_dir is None
@@ -54,6 +56,15 @@ url = "postgresql+psycopg://gw@db/gateway"
     assert config.database.url == "postgresql+psycopg://gw@db/gateway"
     # Not set in the file, so derived from the configured state_dir.
     assert config.storage.url == "file:///srv/gateway/storage"
+
+
+def test_server_speed_settings_are_loaded_and_checked(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\naccess_log = true\njob_status_cache_s = 0\n")
+    server = load_config(path, {}).server
+    assert (server.access_log, server.job_status_cache_s) == (True, 0.0)
+    path = write_toml(tmp_path, "[server]\njob_status_cache_s = -1\n")
+    with pytest.raises(ConfigError, match=r"\$\.server\.job_status_cache_s"):
+        load_config(path, {})
 
 
 def test_unknown_key_is_rejected_and_named(tmp_path: Path) -> None:

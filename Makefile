@@ -26,7 +26,7 @@ venv: $(VENV)/.installed
 # Reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,runtimes]'
 	touch $@
 
 cluster: venv
@@ -60,7 +60,7 @@ bench: cluster test-services
 
 run: cluster
 	@echo
-	@echo "slurm-gateway on http://$(HOST):$(PORT) (SQLite and local storage under ./var). Try:"
+	@echo "slurm-gateway on http://$(HOST):$(PORT) (dev/gateway.toml: SQLite and local storage under ./var). Try:"
 	@echo "  curl -s http://$(HOST):$(PORT)/readyz"
 	@echo "  curl -s http://$(HOST):$(PORT)/schema/openapi.json"
 	@echo "  dev/try-it     (in another shell: creates tenant demo with member alice, submits a GPU"
@@ -70,5 +70,5 @@ run: cluster
 	@echo "The cluster: sinfo, squeue, sacct work in any shell here. Ctrl-C stops the gateway;"
 	@echo "'make cluster-down' stops the cluster."
 	@echo
-	$(BIN)/slurm-gateway migrate
-	$(BIN)/slurm-gateway serve --host $(HOST) --port $(PORT)
+	$(BIN)/slurm-gateway migrate --config dev/gateway.toml
+	$(BIN)/slurm-gateway serve --config dev/gateway.toml --host $(HOST) --port $(PORT)

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from slurm.batch_job import PartitionFabric
+
 DEFAULT_STATE_DIR = "./var"
 
 ENV_DATABASE_URL = "SLURM_GATEWAY_DATABASE_URL"
@@ -76,6 +78,11 @@ class SlurmConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     jwt_key_path: NonEmptyString = "/var/lib/slurm/slurmctld/jwt_hs256.key"
     # Shared directory every node sees; each job gets <job_root>/<tenant>/<job id>.
     job_root: NonEmptyString = "/var/lib/slurm-gateway/jobs"
+    # Network settings per partition for the runtimes (interface, UCX/NCCL, extra variables);
+    # partitions not named get default_fabric (none: the runtimes' own defaults). The dev
+    # cluster's loopback settings are in dev/gateway.toml.
+    fabric: dict[str, PartitionFabric] = msgspec.field(default_factory=dict)
+    default_fabric: PartitionFabric | None = None
 
 
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -16,14 +16,14 @@ from pathlib import PurePosixPath
 import msgspec
 
 from gateway.job_schemas import JobSpec
-from slurm.batch_job import BatchJob
+from slurm.batch_job import BatchJob, Runtime
 from slurm.errors import JobSpecError
 from slurm.job_validation import MAX_MEMORY_MB_PER_NODE, validate_array_spec, validate_batch_job
 from slurm.time_limits import parse_time_limit
 
-SUPPORTED_RUNTIMES = frozenset({"script"})
-# Runtimes on the roadmap: named so users get "not supported yet" rather than "unknown".
-PLANNED_RUNTIMES = frozenset({"mpi", "ray", "julia", "torchrun"})
+# Each runtime but "script" has an options field of its own name in the JobSpec.
+RUNTIME_OPTION_FIELDS = ("mpi", "ray", "julia", "torchrun")
+SUPPORTED_RUNTIMES = frozenset({"script", *RUNTIME_OPTION_FIELDS})
 # Used when the spec gives none; one hour keeps forgotten jobs from holding nodes for days.
 DEFAULT_TIME_LIMIT = "60"
 
@@ -71,9 +71,13 @@ def admit_job_spec(spec: JobSpec, policy: TenantPolicy) -> JobSpec:
     Fills in the partition (the tenant's first), the QOS (the tenant's default), the time limit
     (DEFAULT_TIME_LIMIT) and the normalized array expression. Raises JobSpecError.
     """
-    _check_runtime(spec.runtime)
+    _check_runtime(spec)
     if (spec.command is None) == (spec.script is None):
         raise JobSpecError("command", "give exactly one of 'command' (an argv list) and 'script' (a body)")
+    if spec.switches_wait is not None:
+        if spec.switches is None:
+            raise JobSpecError("switches_wait", "a wait needs 'switches'; set it or drop the wait")
+        _switches_wait_minutes(spec.switches_wait)
     time_limit = spec.time_limit if spec.time_limit is not None else DEFAULT_TIME_LIMIT
     parse_time_limit(time_limit)
     if spec.memory is not None:
@@ -113,6 +117,12 @@ def batch_job_from_spec(
         constraints=tuple(spec.constraints),
         env=dict(spec.env),
         array=spec.array,
+        runtime=_runtime(spec),
+        exclusive=spec.exclusive,
+        switches=spec.switches,
+        switches_wait_minutes=(
+            _switches_wait_minutes(spec.switches_wait) if spec.switches_wait is not None else None
+        ),
     )
 
 
@@ -130,13 +140,31 @@ def memory_mb(text: str) -> int:
     return megabytes
 
 
-def _check_runtime(runtime: str) -> None:
-    if runtime in SUPPORTED_RUNTIMES:
-        return
-    if runtime in PLANNED_RUNTIMES:
-        raise JobSpecError("runtime", f"runtime {runtime!r} is not supported yet; use 'script'")
-    supported = ", ".join(sorted(SUPPORTED_RUNTIMES))
-    raise JobSpecError("runtime", f"unknown runtime {runtime!r}; supported: {supported}")
+def _check_runtime(spec: JobSpec) -> None:
+    if spec.runtime not in SUPPORTED_RUNTIMES:
+        supported = ", ".join(sorted(SUPPORTED_RUNTIMES))
+        raise JobSpecError("runtime", f"unknown runtime {spec.runtime!r}; supported: {supported}")
+    for field in RUNTIME_OPTION_FIELDS:
+        if getattr(spec, field) is not None and spec.runtime != field:
+            raise JobSpecError(field, f'options for runtime {field!r} need "runtime": "{field}"')
+    if spec.runtime != "script" and spec.command is None:
+        raise JobSpecError(
+            "command", f"runtime {spec.runtime!r} runs a command (an argv list); give 'command', not 'script'"
+        )
+
+
+def _switches_wait_minutes(text: str) -> int:
+    try:
+        return parse_time_limit(text)
+    except JobSpecError as exc:
+        raise JobSpecError("switches_wait", exc.message.replace("time limit", "wait")) from exc
+
+
+def _runtime(spec: JobSpec) -> Runtime:
+    # The API's option structs mirror the domain's runtime structs field for field.
+    options = getattr(spec, spec.runtime, None) if spec.runtime != "script" else None
+    fields = msgspec.to_builtins(options) if options is not None else {}
+    return msgspec.convert({**fields, "kind": spec.runtime}, Runtime)
 
 
 def _resolve_partition(partition: str | None, allowed: Sequence[str]) -> str:

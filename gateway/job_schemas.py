@@ -7,7 +7,7 @@ checks that need the tenant's policy or Slurm's syntax rules live in gateway.job
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -32,19 +32,71 @@ LabelKey = Annotated[
 ]
 LabelValue = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[A-Za-z0-9._:/@+-]*$")]
 
+# Programs a runtime starts (python3, /opt/julia/bin/julia) and directories it uses: no shell
+# syntax, no leading "-"; slurm.runtime_validation re-checks them before rendering.
+ProgramPath = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.+/][A-Za-z0-9_.+,=@/-]*$")
+]
+DirectoryPath = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=1024, pattern=r"^/[A-Za-z0-9_.+,=@/-]*$")
+]
+TimeoutSeconds = Annotated[int, msgspec.Meta(ge=10, le=3600)]
+
 MAX_COMMAND_ARGS = 256
 MAX_CONSTRAINTS = 16
 MAX_ENV_VARS = 128
 MAX_LABELS = 32
 
 
+class MpiOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Options of runtime "mpi": ``command`` runs as nodes x tasks_per_node ranks."""
+
+    # "srun": srun --mpi=pmix; "mpirun": Open MPI's launcher inside the allocation.
+    launcher: Literal["srun", "mpirun"] = "srun"
+    gpu_bind: Literal["closest", "none"] | None = None
+
+
+class RayOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Options of runtime "ray": ``command`` is the driver, run once every node joined."""
+
+    python: ProgramPath = "python3"
+    # Per node; default 30 % of ``memory``; must stay below it.
+    object_store_mb: Annotated[int, msgspec.Meta(ge=78, le=16 * 1024 * 1024)] | None = None
+    join_timeout_s: TimeoutSeconds = 120
+
+
+class JuliaOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Options of runtime "julia": ``command`` is [script.jl, args...], one worker per task."""
+
+    julia: ProgramPath = "julia"
+    # Default: the job's working directory.
+    project: DirectoryPath | None = None
+    # Default: <working directory>/.julia-depot (shared storage).
+    depot_path: DirectoryPath | None = None
+    worker_timeout_s: TimeoutSeconds = 300
+
+
+class TorchrunOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Options of runtime "torchrun": ``command`` is [train.py, args...]."""
+
+    python: ProgramPath = "python3"
+    # Default: gpus_per_node, or tasks_per_node without GPUs.
+    nproc_per_node: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """What a user asks to run (POST /v1/jobs)."""
 
     name: JobName
-    # Only "script" runs today; the structured runtimes (mpi, ray, ...) are answered 422.
+    # "script" (default), "mpi", "ray", "julia" or "torchrun"; the runtime's options, if any,
+    # go in the field of the same name ("mpi": {"launcher": "mpirun"}).
     runtime: SlurmName = "script"
-    # Exactly one of command (an argv list, run as is) and script (a bash script body).
+    mpi: MpiOptions | None = None
+    ray: RayOptions | None = None
+    julia: JuliaOptions | None = None
+    torchrun: TorchrunOptions | None = None
+    # Exactly one of command (an argv list, run as is) and script (a bash script body); the
+    # runtimes other than "script" take a command.
     command: Annotated[list[Argument], msgspec.Meta(min_length=1, max_length=MAX_COMMAND_ARGS)] | None = None
     script: ScriptBody | None = None
     # Default: the tenant's first allowed partition.
@@ -67,6 +119,12 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
         default_factory=dict
     )
     array: ArrayText | None = None
+    # Whole nodes for this job only.
+    exclusive: bool = False
+    # At most this many leaf switches (InfiniBand locality): 1 keeps the job under one leaf.
+    switches: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    # How long to wait for that placement before taking any (Slurm time format: "10", "1:00:00").
+    switches_wait: TimeLimitText | None = None
     labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = msgspec.field(
         default_factory=dict
     )

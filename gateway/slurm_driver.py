@@ -8,6 +8,7 @@ from gateway.config import SlurmConfig
 from slurm.cli_driver import CliSlurmDriver
 from slurm.command_runner import CommandRunner, SubprocessCommandRunner
 from slurm.driver import SlurmDriver
+from slurm.partition_fabrics import PartitionFabrics
 from slurm.rest_driver import RestSlurmDriver
 
 
@@ -19,6 +20,9 @@ def command_runner_from_config(config: SlurmConfig) -> CommandRunner:
 
 def slurm_driver_from_config(config: SlurmConfig) -> SlurmDriver:
     """The job driver for ``config.driver``: Slurm's CLI, or slurmrestd with per-user JWTs."""
+    fabrics = PartitionFabrics(config.fabric, config.default_fabric)
     if config.driver == "rest":
-        return RestSlurmDriver(config.rest_url, config.jwt_key_path, timeout_s=config.command_timeout_s)
-    return CliSlurmDriver(command_runner_from_config(config))
+        return RestSlurmDriver(
+            config.rest_url, config.jwt_key_path, timeout_s=config.command_timeout_s, fabrics=fabrics
+        )
+    return CliSlurmDriver(command_runner_from_config(config), fabrics=fabrics)

@@ -8,9 +8,12 @@ Script layout:
     set -euo pipefail                 the first command line: sbatch stops reading
     export SLURM_EXPORT_ENV=ALL       directives here, so no text below can add one
     export KEY='value'                the job's env, shlex-quoted
-    exec -- 'prog' 'arg' ...          command runtime: the argv, shlex-quoted
-    set +euo pipefail                 script runtime: bash defaults again, then
+    export UCX_NET_DEVICES='...'      the partition's fabric settings (from configuration)
+    exec -- 'prog' 'arg' ...          script runtime, command: the argv, shlex-quoted
+    set +euo pipefail                 script runtime, body: bash defaults again, then
     <script body verbatim>            the user's own code, as the user
+    srun --mpi=pmix ... 'prog' ...    mpi, ray, julia, torchrun: the runtime's launch lines
+                                      (slurm.runtimes), the argv shlex-quoted
 
 sbatch reads #SBATCH (and #PBS) directives only up to the first line that is neither blank
 nor a comment. The generated ``set`` line always precedes user-supplied text, so neither a
@@ -26,6 +29,7 @@ from collections.abc import Mapping
 from slurm.batch_job import BatchJob
 from slurm.errors import JobSpecError
 from slurm.job_validation import validate_batch_job
+from slurm.runtimes import render_runtime
 from slurm.time_limits import format_time_limit
 
 # Characters sbatch's directive parser treats specially: whitespace separates arguments,
@@ -40,24 +44,15 @@ SBATCH_ENVIRONMENT_NAMES = ("PATH", "SLURM_CONF", "LANG", "LC_ALL", "TZ")
 def render_batch_script(job: BatchJob) -> str:
     """The complete batch script for ``job``; raises JobSpecError for any unsafe value."""
     validate_batch_job(job)
-    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in _directives(job)), ""]
+    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in _directive_lines(job)), ""]
     lines += [
         "# sbatch stops reading directives at the first command, so nothing below can add one.",
         "set -euo pipefail",
         # The job is submitted with --export=NONE; its steps (srun) must see the job's env.
         "export SLURM_EXPORT_ENV=ALL",
         *(f"export {name}={shlex.quote(value)}" for name, value in job.env.items()),
+        *render_runtime(job),
     ]
-    if job.command is not None:
-        # exec: the program gets Slurm's signals directly; "--" keeps a program named "-x" from
-        # being read as an option of exec.
-        lines.append("exec -- " + shlex.join(job.command))
-    else:
-        lines += [
-            "# The script below runs with bash's default options, as if it were its own file.",
-            "set +euo pipefail",
-            job.script or "",
-        ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -84,6 +79,22 @@ def sbatch_environment(parent: Mapping[str, str]) -> dict[str, str]:
     return {name: parent[name] for name in SBATCH_ENVIRONMENT_NAMES if name in parent}
 
 
+def _directive_lines(job: BatchJob) -> list[str]:
+    directives = _directives(job)
+    if job.exclusive:
+        # A flag without a value: it goes right after the resources it makes exclusive.
+        directives.insert(directives.index(f"--nodes={job.nodes}") + 1, "--exclusive")
+    return directives
+
+
+def _switches(job: BatchJob) -> str | None:
+    if job.switches is None:
+        return None
+    if job.switches_wait_minutes is None:
+        return str(job.switches)
+    return f"{job.switches}@{job.switches_wait_minutes}"
+
+
 def _directives(job: BatchJob) -> list[str]:
     output_pattern = "%A_%a" if job.array is not None else "%j"
     options = [
@@ -99,6 +110,7 @@ def _directives(job: BatchJob) -> list[str]:
         ("--time", format_time_limit(job.time_limit_minutes)),
         # "&": every listed feature is required (Slurm's AND operator).
         ("--constraint", "&".join(job.constraints) or None),
+        ("--switches", _switches(job)),
         ("--array", job.array),
         ("--comment", job.comment),
         ("--chdir", job.working_dir),

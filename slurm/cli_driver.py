@@ -18,6 +18,7 @@ from slurm.batch_script import build_sbatch_argv, render_batch_script, sbatch_en
 from slurm.command_runner import CommandFailed, CommandRunner
 from slurm.errors import SlurmOutputError
 from slurm.observations import TERMINAL_STATES, JobObservation, PartitionCapacity
+from slurm.partition_fabrics import PartitionFabrics
 from slurm.sacct_parser import SACCT_FORMAT, AccountingRow, accounting_observation, parse_sacct
 from slurm.sbatch_errors import classify_sbatch_failure
 from slurm.sinfo_parser import SINFO_NODE_FORMAT, parse_sinfo_nodes, partition_capacities
@@ -49,11 +50,14 @@ class CliSlurmDriver:
         *,
         accounting_lookback_days: int = 7,
         environ: Mapping[str, str] | None = None,
+        fabrics: PartitionFabrics | None = None,
     ) -> None:
         """``accounting_lookback_days`` bounds how far back find_submitted searches sacct;
-        ``environ`` is where sbatch's few environment variables come from (default: os.environ).
+        ``environ`` is where sbatch's few environment variables come from (default: os.environ);
+        ``fabrics`` gives each job its partition's fabric settings.
         """
         self._runner = runner
+        self._fabrics = fabrics
         self._lookback_days = accounting_lookback_days
         self._sbatch_env = sbatch_environment(os.environ if environ is None else environ)
         self._query_env = {**self._sbatch_env, "TZ": "UTC", "SLURM_TIME_FORMAT": "%s"}
@@ -64,6 +68,8 @@ class CliSlurmDriver:
         Raises JobSpecError for an unsafe job, SlurmRejected when Slurm refuses it (with the
         field at fault) and SlurmUnavailable when Slurm cannot be reached.
         """
+        if self._fabrics is not None:
+            job = self._fabrics.apply(job)
         argv = build_sbatch_argv(job)
         script = render_batch_script(job)
         prepare_working_dir(job)
@@ -80,6 +86,8 @@ class CliSlurmDriver:
         Nothing is submitted and no directory is created. None when Slurm gives no estimate;
         refusals raise SlurmRejected exactly as ``submit`` would.
         """
+        if self._fabrics is not None:
+            job = self._fabrics.apply(job)
         argv = ["--test-only" if arg == "--parsable" else arg for arg in build_sbatch_argv(job)]
         script = render_batch_script(job)
         try:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from slurm.batch_job import BatchJob
 from slurm.errors import JobSpecError
+from slurm.runtime_validation import validate_fabric, validate_placement, validate_runtime
 from slurm.time_limits import check_time_limit_minutes
 
 # Slurm's default MaxArraySize (this cluster's too): array indices run 0 .. MaxArraySize - 1.
@@ -323,6 +324,10 @@ def validate_batch_job(job: BatchJob) -> None:
     if job.array is not None:
         validate_array_spec(job.array)
     _check_runtime(job)
+    validate_runtime(job)
+    validate_placement(job)
+    if job.fabric is not None:
+        validate_fabric(job.fabric)
 
 
 def _check_runtime(job: BatchJob) -> None:

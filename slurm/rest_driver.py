@@ -23,6 +23,7 @@ from slurm.batch_job import BatchJob
 from slurm.batch_script import render_batch_script
 from slurm.errors import SlurmOutputError, SlurmUnavailable
 from slurm.observations import JobObservation, PartitionCapacity
+from slurm.partition_fabrics import PartitionFabrics
 from slurm.slurm_tokens import SlurmTokenMinter
 from slurm.working_dirs import prepare_working_dir
 
@@ -47,8 +48,11 @@ class RestSlurmDriver:
         privileged_user: str = "root",
         find_window_s: int = DEFAULT_FIND_WINDOW_S,
         tokens: SlurmTokenMinter | None = None,
+        fabrics: PartitionFabrics | None = None,
     ) -> None:
-        """``base_url`` e.g. http://127.0.0.1:6820; ``key_path`` the cluster's HS256 JWT key."""
+        """``base_url`` e.g. http://127.0.0.1:6820; ``key_path`` the cluster's HS256 JWT key;
+        ``fabrics`` gives each job its partition's fabric settings."""
+        self._fabrics = fabrics
         self._base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._privileged_user = privileged_user
@@ -70,11 +74,11 @@ class RestSlurmDriver:
         Raises JobSpecError for unsafe values, SlurmRejected when Slurm refuses the job (bad
         account, partition, QOS, ...), SlurmUnavailable when slurmrestd cannot be reached.
         """
-        script = render_batch_script(job)
+        if self._fabrics is not None:
+            job = self._fabrics.apply(job)
+        body = rest_v0038.submission_body(job, render_batch_script(job))
         prepare_working_dir(job)
-        status, answer = self._request(
-            "POST", rest_v0038.SUBMIT_PATH, job.unix_user, rest_v0038.submission_body(job, script)
-        )
+        status, answer = self._request("POST", rest_v0038.SUBMIT_PATH, job.unix_user, body)
         return rest_v0038.submitted_job_id(status, answer)
 
     def poll(self, slurm_job_ids: Sequence[str]) -> dict[str, JobObservation]:

@@ -28,7 +28,7 @@ import msgspec
 
 from slurm.array_summary import summarize_array
 from slurm.batch_job import GATEWAY_COMMENT_PREFIX, BatchJob
-from slurm.errors import SlurmOutputError, SlurmRejected, SlurmUnavailable
+from slurm.errors import JobSpecError, SlurmOutputError, SlurmRejected, SlurmUnavailable
 from slurm.observations import TERMINAL_STATES, JobObservation, PartitionCapacity
 
 PING_PATH = "/slurm/v0.0.38/ping"
@@ -84,8 +84,15 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
     """The POST /job/submit body: the script plus every option as a ``job`` property.
 
     ``script`` is ``slurm.batch_script.render_batch_script(job)``, which has validated ``job``;
-    its #SBATCH lines are ignored by slurmrestd, so the properties repeat them.
+    its #SBATCH lines are ignored by slurmrestd, so the properties repeat them. Raises
+    JobSpecError for ``switches``: 22.05's parser lists required_switches and wait_for_switch
+    but refuses both ("Operation not permitted"), so that placement needs the CLI driver.
     """
+    if job.switches is not None:
+        raise JobSpecError(
+            "switches",
+            "slurmrestd 22.05 cannot place a job by leaf switches; drop 'switches' or use the cli driver",
+        )
     output_pattern = "%A_%a" if job.array is not None else "%j"
     properties: dict[str, Any] = {
         "name": job.name,
@@ -111,6 +118,9 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
         "constraints": "&".join(job.constraints) or None,
         "array": job.array,
     }
+    if job.exclusive:
+        # The values 22.05 accepts: "exclusive", "user", "mcs" (not "true", its schema says).
+        optional["exclusive"] = "exclusive"
     properties.update({key: value for key, value in optional.items() if value is not None})
     return {"script": script, "job": properties}
 

@@ -26,7 +26,14 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.config import DatabaseConfig, GatewayConfig, SlurmConfig, StorageConfig, WorkerConfig
+from gateway.config import (
+    DatabaseConfig,
+    GatewayConfig,
+    SlurmConfig,
+    StorageConfig,
+    WorkerConfig,
+    load_config,
+)
 from gateway.hs256_secret import ensure_hs256_secret, hs256_secret_path
 from gateway.principal import Role
 from gateway.schema_migrations import migrate_to_head
@@ -36,6 +43,8 @@ __all__ = ["bearer_headers", "gateway_client", "gateway_config", "migrated_datab
 
 # Job directories must be visible to every emulated node (each has a private /tmp).
 TEST_JOB_ROOT = Path("/var/lib/slurm-gateway/test-jobs")
+# The dev cluster's network settings, from the file `make run` serves with (one source of truth).
+DEV_GATEWAY_CONFIG = Path(__file__).resolve().parents[2] / "dev" / "gateway.toml"
 
 TokenFactory = Callable[..., str]
 
@@ -58,7 +67,9 @@ def gateway_config(
         state_dir=str(tmp_path / "state"),
         database=DatabaseConfig(url=database_url),
         storage=StorageConfig(url=(tmp_path / "storage").as_uri()),
-        slurm=SlurmConfig(job_root=str(job_root)),
+        slurm=SlurmConfig(
+            job_root=str(job_root), default_fabric=load_config(DEV_GATEWAY_CONFIG, {}).slurm.default_fabric
+        ),
         workers=WorkerConfig(enabled=workers_enabled),
     )
     shutil.rmtree(job_root, ignore_errors=True)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from slurm.batch_job import BatchJob
+from slurm.batch_job import BatchJob, JuliaRuntime, MpiRuntime, RayRuntime, TorchrunRuntime
 from slurm.batch_script import build_sbatch_argv, render_batch_script, sbatch_environment
 from slurm.errors import JobSpecError
 from tests.integration.slurm_cluster import SHARED_TEST_ROOT, ensure_account, wait_for_state
@@ -135,6 +135,11 @@ def submitted() -> Iterator[SubmittedJobs]:
     clean = sbatch_environment(os.environ)
     jobs = {
         "argv": (make_job(workdir, command=("printf", "%s\\0", *argv_payloads)), clean),
+        # The same argv through a runtime's launch line (srun --mpi=pmix ... <argv>).
+        "mpi_argv": (
+            make_job(workdir, runtime=MpiRuntime(), command=("printf", "%s\\0", *argv_payloads)),
+            clean,
+        ),
         # --export=NONE: what is in sbatch's environment must never reach the job; read in an
         # srun step, which must still get the job's own env (SLURM_EXPORT_ENV=ALL).
         "env": (
@@ -204,6 +209,11 @@ def test_command_arguments_arrive_byte_for_byte(submitted: SubmittedJobs) -> Non
 def test_env_values_reach_steps_byte_for_byte_and_the_gateway_env_stays_out(submitted: SubmittedJobs) -> None:
     values = output_of(submitted, "env").decode().split("\0")
     assert values == [*submitted.env_payloads.values(), "<unset>", "ALL"]
+
+
+def test_runtime_command_arguments_arrive_byte_for_byte(submitted: SubmittedJobs) -> None:
+    output = output_of(submitted, "mpi_argv")
+    assert output.split(b"\0")[:-1] == [payload.encode() for payload in submitted.argv_payloads]
 
 
 def test_no_payload_ran(submitted: SubmittedJobs) -> None:
@@ -296,9 +306,31 @@ def test_directive_injections_are_rejected_naming_the_field(field: str, changes:
         assert excinfo.value.field == field
 
 
+@pytest.mark.parametrize("payload", SBATCH_INJECTIONS, ids=range(len(SBATCH_INJECTIONS)))
+@pytest.mark.parametrize(
+    ("field", "changes"),
+    [
+        ("ray.python", lambda p: {"runtime": RayRuntime(python=f"python3{p}")}),
+        ("torchrun.python", lambda p: {"runtime": TorchrunRuntime(python=f"python3{p}")}),
+        ("julia.julia", lambda p: {"runtime": JuliaRuntime(julia=f"julia{p}")}),
+        ("julia.project", lambda p: {"runtime": JuliaRuntime(project=f"/var/tmp/{p}")}),
+        ("julia.depot_path", lambda p: {"runtime": JuliaRuntime(depot_path=f"/var/tmp/{p}")}),
+    ],
+)
+def test_runtime_option_injections_are_rejected_naming_the_field(
+    field: str, changes: Any, payload: str
+) -> None:
+    job = make_job(SHARED_TEST_ROOT, **changes(payload))
+    with pytest.raises(JobSpecError) as excinfo:
+        render_batch_script(job)
+    assert excinfo.value.field == field
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
+        ({"runtime": MpiRuntime(), "command": ("-n", "touch CANARY")}, "command[0]"),
+        ({"runtime": MpiRuntime(), "command": None, "script": "touch CANARY"}, "command"),
         ({"command": ("echo", "a\x00b")}, "command[1]"),
         ({"command": ("echo", "a\r\n#SBATCH --uid=0")}, "command[1]"),
         ({"command": ("echo", "\x1b]0;title\x07")}, "command[1]"),

@@ -102,7 +102,7 @@ def test_explicit_choices_within_policy_are_kept() -> None:
     [
         ({"partition": "debug"}, "partition", "allowed: cpu, gpu"),
         ({"qos": "urgent"}, "qos", "allowed: normal, high"),
-        ({"runtime": "mpi"}, "runtime", "not supported yet"),
+        ({"runtime": "mpi", "command": None, "script": "echo hi"}, "command", "runs a command"),
         ({"runtime": "fortran"}, "runtime", "unknown runtime"),
         ({"script": "echo hi"}, "command", "exactly one"),
         ({"gpu_type": "h100"}, "gpu_type", "gpus_per_node"),

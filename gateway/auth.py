@@ -109,9 +109,17 @@ class JwksUrlKeys:
 
     may_block = True
 
-    def __init__(self, url: str) -> None:
-        """Keys are fetched lazily on the first token."""
-        self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=JWKS_CACHE_S, timeout=10)
+    def __init__(self, url: str, *, refresh_cooldown_s: float) -> None:
+        """Keys are fetched lazily on the first token.
+
+        The key set is cached for JWKS_CACHE_S, so a key the provider revokes stops verifying
+        within that time (pyjwt's per-key cache is left off: it never expires). A token with an
+        unknown kid refetches the set at most once per ``refresh_cooldown_s``: rotated keys are
+        picked up that fast, and forged kids cannot turn requests into provider load.
+        """
+        self._client = jwt.PyJWKClient(
+            url, cache_keys=False, lifespan=JWKS_CACHE_S, timeout=10, cooldown_duration=refresh_cooldown_s
+        )
 
     def key_for(self, token: str) -> Any:
         """The key matching the token's ``kid``, fetched from the JWKS URL when not cached."""
@@ -222,7 +230,7 @@ def token_verifier_from_config(config: GatewayConfig) -> TokenVerifier:
     elif auth.jwks_path is not None:
         keys = JwksFileKeys(Path(auth.jwks_path))
     elif auth.jwks_url is not None:
-        keys = JwksUrlKeys(auth.jwks_url)
+        keys = JwksUrlKeys(auth.jwks_url, refresh_cooldown_s=auth.jwks_refresh_cooldown_s)
     else:
         raise ConfigError("auth: RS256 needs jwks_path or jwks_url")
     return TokenVerifier(

@@ -98,6 +98,8 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     audience: NonEmptyString = "slurm-gateway"
     # Clock skew tolerated on exp/iat/nbf.
     leeway_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    # A token with an unknown kid refetches jwks_url at most this often (key rotation delay).
+    jwks_refresh_cooldown_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0
 
 
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv cluster cluster-down test-tools test-services test-services-down run test test-unit bench
+.PHONY: help venv cluster cluster-down test-tools job-python test-services test-services-down run test test-unit bench
 
 help:
 	@echo "make run           bring up the dev cluster and serve the gateway on $(HOST):$(PORT)"
@@ -26,7 +26,7 @@ venv: $(VENV)/.installed
 # Reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,runtimes]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 cluster: venv
@@ -34,6 +34,17 @@ cluster: venv
 
 cluster-down:
 	@if command -v slurm-dev-daemon >/dev/null; then slurm-dev-daemon stop-all; else echo "no dev cluster here"; fi
+
+# What the runtime tests run inside jobs (torchrun with gloo, a Ray cluster): a Python
+# environment on storage every node shares, from Debian's python3 so every job user can run it.
+JOB_PYTHON_DIR ?= /var/lib/slurm-gateway/job-python
+job-python: $(JOB_PYTHON_DIR)/.installed
+
+$(JOB_PYTHON_DIR)/.installed:
+	/usr/bin/python3 -m venv $(JOB_PYTHON_DIR)
+	$(JOB_PYTHON_DIR)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 ray
+	chmod -R a+rX $(JOB_PYTHON_DIR)
+	touch $@
 
 test-services: venv test-tools
 	dev/test-services up
@@ -48,7 +59,7 @@ test-services-down:
 test-unit: venv test-tools
 	$(BIN)/pytest tests/unit
 
-test: cluster test-services
+test: cluster test-services job-python
 	@start=$$SECONDS; \
 	eval "$$(dev/test-services env)" && $(BIN)/pytest; rc=$$?; \
 	echo "test suite: $$((SECONDS - start)) s"; exit $$rc

@@ -13,7 +13,7 @@ from slurm.batch_job import BatchJob
 from slurm.cli_driver import CliSlurmDriver
 from slurm.command_runner import SubprocessCommandRunner
 from slurm.errors import SlurmRejected
-from tests.integration.slurm_cluster import SHARED_TEST_ROOT, run_command
+from tests.integration.slurm_cluster import SHARED_TEST_ROOT, ensure_account, run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -142,6 +142,8 @@ def test_other_accounts_are_untouched(names: dict[str, str]) -> None:
 def test_member_whose_default_account_it_is_can_be_removed(names: dict[str, str]) -> None:
     runner = SubprocessCommandRunner(timeout_s=60)
     account = names["account"]
+    # bob must have another account to fall back on; on a fresh cluster he has none yet.
+    ensure_account("sgw_cli_prov_home", ["bob"])
     provision_account(
         runner, SlurmAccountSpec(account=account, qos=("normal",), default_qos=None, users=("bob",))
     )

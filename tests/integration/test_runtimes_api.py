@@ -1,17 +1,17 @@
 """Runtimes through the HTTP API on the real cluster: MPI, torchrun and Ray on 2 nodes, placement.
 
-Jobs run as alice with the system python3; torch and Ray come from the test venv's
-site-packages through PYTHONPATH (the venv's own interpreter lives under /root, which alice
-cannot read), so `pip install -e '.[runtimes]'` must have run. Julia cannot be installed here:
+Jobs run as alice with the job Python environment `make job-python` builds on shared storage
+(torch and Ray, from Debian's python3): the gateway's own venv may live under /root or /tmp,
+which alice cannot read or the emulated nodes do not share. Julia cannot be installed here:
 its renderer is tested as text in tests/unit/test_runtime_rendering.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
-import sysconfig
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,17 +50,16 @@ FAST_WORKERS = WorkerConfig(
 )
 # The emulated InfiniBand tree (ansible/inventories/dev): two leaves of GPU nodes.
 LEAVES = ({"gpu01", "gpu02"}, {"gpu03", "gpu04"})
-SITE_PACKAGES = sysconfig.get_paths()["purelib"]
+# Built by `make job-python`; every node sees it and every user can run it.
+JOB_PYTHON = os.environ.get("SGW_JOB_PYTHON", "/var/lib/slurm-gateway/job-python/bin/python3")
 
 
 @pytest.fixture(scope="module")
 def programs() -> Iterator[Path]:
     """allreduce (compiled with mpicc), the Ray driver and the torch program, readable by alice."""
-    for module in ("torch", "ray"):
-        if shutil.which("python3") is None or not (Path(SITE_PACKAGES) / module).is_dir():
-            pytest.fail(
-                f"{module} is missing from {SITE_PACKAGES}: run .venv/bin/pip install -e '.[runtimes]'"
-            )
+    found = subprocess.run([JOB_PYTHON, "-c", "import ray, torch"], capture_output=True, check=False)
+    if found.returncode != 0:
+        pytest.fail(f"{JOB_PYTHON} cannot import torch and ray: run `make job-python`")
     directory = SHARED_TEST_ROOT / f"sgw_rt_{uuid.uuid4().hex[:12]}"
     directory.mkdir(parents=True)
     SHARED_TEST_ROOT.chmod(0o755)
@@ -154,9 +153,9 @@ def test_torchrun_gloo_all_reduce_across_two_nodes(
         {
             "name": "sgw-rt-torch",
             "runtime": "torchrun",
+            "torchrun": {"python": JOB_PYTHON},
             "command": [str(programs / "torch_allreduce.py")],
             "nodes": 2,
-            "env": {"PYTHONPATH": SITE_PACKAGES},
         },
     )
     assert_completed(gateway_config, view)
@@ -175,13 +174,12 @@ def test_ray_driver_sees_both_nodes_and_their_gpus(
         {
             "name": "sgw-rt-ray",
             "runtime": "ray",
-            "ray": {"object_store_mb": 100},
-            "command": ["python3", str(programs / "ray_nodes.py")],
+            "ray": {"object_store_mb": 100, "python": JOB_PYTHON},
+            "command": [JOB_PYTHON, str(programs / "ray_nodes.py")],
             "nodes": 2,
             "cpus_per_task": 2,
             "gpus_per_node": 4,
             "memory": "1000M",
-            "env": {"PYTHONPATH": SITE_PACKAGES},
         },
     )
     assert_completed(gateway_config, view)

@@ -19,6 +19,7 @@ help:
 	@echo "make cluster       provision/start the dev Slurm cluster with ansible/ (idempotent)"
 	@echo "make cluster-down  stop the daemons the dev launcher started"
 	@echo "make test-services start PostgreSQL and SeaweedFS (S3) for the tests"
+	@echo "make job-python    torch and Ray for the runtime tests' jobs, on shared storage"
 	@echo "make test-services-down stop them"
 
 venv: $(VENV)/.installed

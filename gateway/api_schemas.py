@@ -53,6 +53,8 @@ class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     instance: str | None = None
     errors: list[FieldError] | None = None
     failed_checks: list[FailedCheck] | None = None
+    # The job's current state, when that state is why the request was refused (409).
+    state: str | None = None
 
 
 # --- tenants -------------------------------------------------------------------

@@ -31,6 +31,14 @@ class Conflict(Exception):
     """The request clashes with the current state (duplicate id, resource in use, ...)."""
 
 
+class JobStateConflict(Conflict):
+    """The job's current state does not allow the action; ``state`` goes into the problem."""
+
+    def __init__(self, state: str, message: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 class InvalidField(Exception):
     """A well-formed request whose field value cannot be accepted; ``field`` names it."""
 

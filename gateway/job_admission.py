@@ -92,9 +92,9 @@ def admit_job_spec(spec: JobSpec, policy: TenantPolicy) -> JobSpec:
 
 
 def batch_job_from_spec(
-    spec: JobSpec, *, gateway_job_id: str, unix_user: str, account: str, working_dir: str
+    spec: JobSpec, *, gateway_job_id: str, unix_user: str, account: str, working_dir: str, attempt: int = 1
 ) -> BatchJob:
-    """The BatchJob for an admitted spec (see admit_job_spec); raises JobSpecError."""
+    """The BatchJob for ``attempt`` of an admitted spec (see admit_job_spec); raises JobSpecError."""
     if spec.partition is None or spec.time_limit is None:
         raise JobSpecError("partition" if spec.partition is None else "time_limit", "spec was not admitted")
     return BatchJob(
@@ -123,6 +123,7 @@ def batch_job_from_spec(
         switches_wait_minutes=(
             _switches_wait_minutes(spec.switches_wait) if spec.switches_wait is not None else None
         ),
+        attempt=attempt,
     )
 
 

@@ -5,6 +5,10 @@ in Slurm (never one call per job or per request), maps each observation to gatew
 (gateway.job_states) and writes only rows that changed. Jobs whose desired state is ``cancel``
 get ``scancel`` until Slurm reports them ended; a cancel already sent is repeated only after
 CANCEL_RESEND_S. SlurmUnavailable propagates to the loop, which backs off.
+
+An attempt that ends in an outcome the job's retry policy retries (gateway.job_retry_policy),
+with attempts left and no cancel asked for, is archived in job_attempts and the job goes back
+to ``accepted`` for its next attempt, due after the backoff; the submitter takes it from there.
 """
 
 from __future__ import annotations
@@ -17,17 +21,22 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.job_attempts import next_attempt_values
+from gateway.job_retry_policy import retry_decision
+from gateway.job_schemas import RetryPolicy
 from gateway.job_service import Clock, as_utc, utc_now
 from gateway.job_states import (
     ACCEPTED,
     CANCELLED,
     DESIRED_CANCEL,
+    DESIRED_RUN,
     IN_SLURM_STATES,
+    TERMINAL_STATES,
     ObservedUpdate,
     observed_update,
 )
 from gateway.metrics import Counter, MetricsRegistry
-from gateway.storage_models import Job
+from gateway.storage_models import Job, JobAttempt
 from slurm.driver import SlurmDriver
 from slurm.errors import SlurmError, SlurmUnavailable
 from slurm.observations import JobObservation
@@ -140,6 +149,10 @@ class JobReconciler:
             job.exit_code,
         ):
             return False
+        if change.state in TERMINAL_STATES and job.desired_state != DESIRED_CANCEL:
+            retried = self._retry(job, observation, change)
+            if retried is not None:
+                return retried
         with self._session_factory() as session:
             # Conditional on the state we read, so a concurrent writer is never overwritten.
             changed = session.execute(
@@ -151,6 +164,61 @@ class JobReconciler:
         if changed and change.state != job.state and self._transitions is not None:
             self._transitions.inc(state=change.state)
         return bool(changed)
+
+    def _retry(self, job: _LiveJob, observation: JobObservation, change: ObservedUpdate) -> bool | None:
+        """Start the next attempt if the policy retries this outcome; None when it does not."""
+        with self._session_factory() as session:
+            row = session.execute(
+                select(Job.spec, Job.attempt, Job.submitted_at, Job.started_at).where(Job.id == job.job_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            policy = msgspec.convert(row.spec.get("retry"), RetryPolicy | None)
+            decision = retry_decision(
+                policy, slurm_state=observation.state, exit_code=change.exit_code, attempt=row.attempt
+            )
+            if decision is None:
+                return None
+            now = self._clock()
+            # Conditional on what we read: a cancel or another writer in between wins.
+            changed = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job.job_id,
+                    Job.state == job.state,
+                    Job.attempt == row.attempt,
+                    Job.desired_state == DESIRED_RUN,
+                )
+                .values(
+                    **next_attempt_values(
+                        attempt=decision.next_attempt,
+                        reason=decision.reason,
+                        now=now,
+                        delay_s=decision.delay_s,
+                    )
+                )
+            ).rowcount
+            if not changed:
+                session.rollback()
+                return False
+            session.add(
+                JobAttempt(
+                    job_id=job.job_id,
+                    attempt=row.attempt,
+                    slurm_job_id=job.slurm_job_id,
+                    state=change.state,
+                    state_reason=change.state_reason,
+                    exit_code=change.exit_code,
+                    submitted_at=as_utc(row.submitted_at),
+                    started_at=as_utc(change.started_at or row.started_at),
+                    ended_at=as_utc(change.ended_at),
+                )
+            )
+            session.commit()
+        logger.info("job %s: %s", job.job_id, decision.reason)
+        if self._transitions is not None:
+            self._transitions.inc(state=ACCEPTED)
+        return True
 
     def _cancel(self, job: _LiveJob, observation: JobObservation | None) -> bool:
         if observation is not None and observation.is_terminal:

@@ -46,6 +46,13 @@ MAX_COMMAND_ARGS = 256
 MAX_CONSTRAINTS = 16
 MAX_ENV_VARS = 128
 MAX_LABELS = 32
+MAX_ATTEMPTS = 10
+# Longest wait before an automatic retry, whatever the exponential backoff comes to.
+MAX_RETRY_BACKOFF_S = 3600
+
+# Slurm outcomes a retry policy may name (CANCELLED is deliberately absent: never retried).
+RetryOutcome = Literal["NODE_FAIL", "PREEMPTED", "TIMEOUT", "BOOT_FAIL", "OUT_OF_MEMORY", "FAILED"]
+RetryExitCode = Annotated[int, msgspec.Meta(ge=1, le=255)]
 
 
 class MpiOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -82,6 +89,26 @@ class TorchrunOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     python: ProgramPath = "python3"
     # Default: gpus_per_node, or tasks_per_node without GPUs.
     nproc_per_node: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None
+
+
+class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """When the gateway submits a job again by itself (like AWS Batch's evaluateOnExit).
+
+    An attempt that ends in a Slurm state listed in ``on_states`` is retried; a FAILED attempt
+    is also retried when its exit code is in ``on_exit_codes``. The n-th retry waits
+    ``backoff_s * 2**(n-1)`` seconds, at most MAX_RETRY_BACKOFF_S.
+    """
+
+    # Attempts in all, the first included: 1 means never retry.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
+    backoff_s: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRY_BACKOFF_S)] = 10
+    # Default: the outcomes that are the cluster's fault, not the program's.
+    on_states: Annotated[list[RetryOutcome], msgspec.Meta(max_length=6)] = msgspec.field(
+        default_factory=lambda: ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"]
+    )
+    on_exit_codes: Annotated[list[RetryExitCode], msgspec.Meta(max_length=255)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -128,6 +155,21 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = msgspec.field(
         default_factory=dict
     )
+    # None: one attempt, no automatic retry.
+    retry: RetryPolicy | None = None
+
+
+class AttemptView(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a job: its Slurm job and its state (the job's own state for the current one)."""
+
+    attempt: int
+    slurm_job_id: str | None
+    state: str
+    state_reason: str | None
+    exit_code: int | None
+    submitted_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
 
 
 class JobView(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +184,10 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     state_reason: str | None
     slurm_job_id: str | None
     exit_code: int | None
+    # The current attempt (1 = the first), the policy's limit, and every attempt so far.
+    attempt: int = 1
+    max_attempts: int = 1
+    attempts: list[AttemptView] = msgspec.field(default_factory=list)
     labels: dict[str, str]
     spec: JobSpec
     created_at: datetime

@@ -1,4 +1,4 @@
-"""The jobs domain behind the API: accept (idempotently), read, list and cancel.
+"""The jobs domain behind the API: accept (idempotently), read, list, cancel and retry.
 
 No HTTP and no Slurm here: accepting a job only writes its row (state ``accepted``); the
 submitter and the reconciler talk to Slurm. Visibility rules, applied to every read and cancel:
@@ -25,10 +25,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from gateway.authorization import require_role
-from gateway.domain_errors import Conflict, InvalidField, NotFound, PermissionDenied
+from gateway.domain_errors import Conflict, InvalidField, JobStateConflict, NotFound, PermissionDenied
 from gateway.job_admission import TenantPolicy, admit_job, job_working_dir
+from gateway.job_attempts import archived_attempt, next_attempt_values
 from gateway.job_schemas import JobSpec
-from gateway.job_states import ACCEPTED, ALL_STATES, CANCELLED, DESIRED_CANCEL, DESIRED_RUN, TERMINAL_STATES
+from gateway.job_states import (
+    ACCEPTED,
+    ALL_STATES,
+    CANCELLED,
+    COMPLETED,
+    DESIRED_CANCEL,
+    DESIRED_RUN,
+    TERMINAL_STATES,
+)
 from gateway.principal import Principal
 from gateway.storage_models import Job, JobLabel, Tenant, TenantMember
 from slurm.batch_job import BatchJob
@@ -38,6 +47,8 @@ Clock = Callable[[], datetime]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+# Ended jobs a user may retry by hand: every ending but success.
+RETRYABLE_STATES = TERMINAL_STATES - {COMPLETED}
 
 
 def utc_now() -> datetime:
@@ -127,10 +138,12 @@ def accept_job(
         spec_digest=digest,
         desired_state=DESIRED_RUN,
         state=ACCEPTED,
+        attempt=1,
         submit_attempts=0,
         created_at=now,
         updated_at=now,
         labels=[JobLabel(key=key, value=value) for key, value in sorted(admitted.labels.items())],
+        past_attempts=[],
     )
     session.add(job)
     try:
@@ -185,7 +198,9 @@ def estimate_job(
 def get_job(session: Session, principal: Principal, job_id: str) -> Job:
     """The job ``job_id`` if the caller may see it; NotFound otherwise."""
     job = session.scalars(
-        select(Job).where(Job.id == job_id, _visible_to(principal)).options(selectinload(Job.labels))
+        select(Job)
+        .where(Job.id == job_id, _visible_to(principal))
+        .options(selectinload(Job.labels), selectinload(Job.past_attempts))
     ).one_or_none()
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
@@ -219,7 +234,7 @@ def list_jobs(session: Session, principal: Principal, query: JobQuery) -> JobPag
             .where(*conditions)
             .order_by(Job.created_at.desc(), Job.id.desc())
             .limit(query.limit + 1)
-            .options(selectinload(Job.labels))
+            .options(selectinload(Job.labels), selectinload(Job.past_attempts))
         )
     )
     page = rows[: query.limit]
@@ -259,6 +274,42 @@ def request_cancel(session: Session, principal: Principal, job_id: str, *, clock
     session.commit()
     session.refresh(job)
     return job
+
+
+def request_retry(session: Session, principal: Principal, job_id: str, *, clock: Clock = utc_now) -> Job:
+    """Start a new attempt of an ended, unsuccessful job; returns the job as it is now.
+
+    Allowed from RETRYABLE_STATES (JobStateConflict otherwise, e.g. running or completed),
+    whatever the retry policy's ``max_attempts``: a retry asked for by hand is not counted
+    against it. The ended attempt is archived and the job goes back to ``accepted`` (desired
+    state ``run`` again), for the submitter to submit as attempt n + 1.
+    """
+    job = get_job(session, principal, job_id)
+    if job.state not in RETRYABLE_STATES:
+        raise JobStateConflict(
+            job.state,
+            f"job {job_id!r} is {job.state}; only a job that ended "
+            f"{', '.join(sorted(RETRYABLE_STATES))} can be retried",
+        )
+    ended = archived_attempt(job)
+    now = clock()
+    reason = f"retry of attempt {job.attempt} requested by {principal.user}"
+    # Conditional on the state and attempt we read: two retries at once start one attempt.
+    started = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == job.state, Job.attempt == job.attempt)
+        .values(
+            desired_state=DESIRED_RUN, **next_attempt_values(attempt=job.attempt + 1, reason=reason, now=now)
+        )
+    ).rowcount
+    if not started:
+        session.rollback()
+        session.refresh(job)
+        raise JobStateConflict(job.state, f"job {job_id!r} changed meanwhile (now {job.state}); try again")
+    session.add(ended)
+    session.commit()
+    session.expire(job)
+    return get_job(session, principal, job_id)
 
 
 def spec_digest(spec: JobSpec) -> str:

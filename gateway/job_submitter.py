@@ -7,10 +7,13 @@ One cycle (``run_once``):
    locked with ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite (one writer at a time) each claim
    is a compare-and-set UPDATE on (state, submit_attempts). Claiming sets ``submitting``, the
    lease and ``submit_attempts + 1``.
-2. Only then talk to Slurm. A job whose earlier attempt may have reached Slurm (a crash while
-   ``submitting``, or an sbatch that failed in an unknowable way) is first looked up by the
-   gateway id in its --comment (``driver.find_submitted``, one call for the batch); if Slurm has
-   it, that id is recorded and nothing is submitted again.
+2. Only then talk to Slurm. A job whose earlier submission try may have reached Slurm (a crash
+   while ``submitting``, or an sbatch that failed in an unknowable way) is first looked up by
+   its --comment (``driver.find_submitted``, one call for the batch); if Slurm has it, that id
+   is recorded and nothing is submitted again. The comment names the job's current attempt
+   (``slurm.batch_job.attempt_comment_key``: ``sgw:<id>`` for the first, ``sgw:<id>:a<n>``
+   after), so exactly-once holds per attempt: recovering attempt 2 never takes attempt 1's
+   Slurm job for its own. ``submit_attempts`` counts the tries of the current attempt only.
 3. Submit the rest, up to ``concurrency`` sbatch calls at once (a thread pool that never touches
    the database). Every sbatch starts with a full lease: the claim's commit grants it to the
    first jobs when no lookup came between; later ones are renewed, fenced, just before they
@@ -45,6 +48,7 @@ from gateway.job_service import Clock, utc_now
 from gateway.job_states import ACCEPTED, CANCELLED, DESIRED_CANCEL, PENDING, SUBMIT_FAILED, SUBMITTING
 from gateway.metrics import Counter, MetricsRegistry
 from gateway.storage_models import Job, Tenant
+from slurm.batch_job import attempt_comment_key
 from slurm.driver import SlurmDriver
 from slurm.errors import JobSpecError, SlurmError, SlurmRejected
 
@@ -93,9 +97,16 @@ class _Claim(msgspec.Struct, frozen=True, kw_only=True):
     unix_user: str
     spec: JobSpec
     desired_state: str
+    # The job's attempt (what its Slurm comment names) and this submission try of it.
+    job_attempt: int
     attempt: int
-    # An earlier attempt may have reached Slurm: look before submitting.
+    # An earlier submission try may have reached Slurm: look before submitting.
     needs_lookup: bool
+
+    @property
+    def comment_key(self) -> str:
+        """The key of this attempt's Slurm comment (what find_submitted matches)."""
+        return attempt_comment_key(self.job_id, self.job_attempt)
 
 
 class _Write(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,7 +156,7 @@ class JobSubmitter:
         counts = dict.fromkeys(OUTCOMES, 0)
         writes: list[_Write] = []
         found: dict[str, str] = {}
-        lookups = [claim.job_id for claim in claims if claim.needs_lookup]
+        lookups = [claim.comment_key for claim in claims if claim.needs_lookup]
         if lookups:
             try:
                 found = self._driver.find_submitted(lookups)
@@ -158,9 +169,14 @@ class JobSubmitter:
                 claims = [claim for claim in claims if not claim.needs_lookup]
         to_submit = []
         for claim in claims:
-            slurm_job_id = found.get(claim.job_id)
+            slurm_job_id = found.get(claim.comment_key) if claim.needs_lookup else None
             if slurm_job_id is not None:
-                logger.info("job %s was already in Slurm as %s; recording it", claim.job_id, slurm_job_id)
+                logger.info(
+                    "job %s attempt %d was already in Slurm as %s; recording it",
+                    claim.job_id,
+                    claim.job_attempt,
+                    slurm_job_id,
+                )
                 writes.append(self._submitted(claim, slurm_job_id))
                 counts["recovered"] += 1
             elif claim.desired_state == DESIRED_CANCEL:
@@ -221,6 +237,7 @@ class JobSubmitter:
                 unix_user=claim.unix_user,
                 account=claim.account,
                 working_dir=job_working_dir(self._settings.job_root, claim.tenant_id, claim.job_id),
+                attempt=claim.job_attempt,
             )
             # The driver creates the working directory and hands it to the job's user.
             slurm_job_id = self._driver.submit(batch_job)
@@ -319,6 +336,7 @@ class JobSubmitter:
                     unix_user=job.unix_user,
                     spec=msgspec.convert(job.spec, JobSpec),
                     desired_state=job.desired_state,
+                    job_attempt=job.attempt,
                     attempt=attempts + 1,
                     needs_lookup=state == SUBMITTING or attempts > 0,
                 )

@@ -14,7 +14,14 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from gateway.api_schemas import FailedCheck, FieldError, ProblemDetails
-from gateway.domain_errors import AuthenticationFailed, Conflict, InvalidField, NotFound, PermissionDenied
+from gateway.domain_errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidField,
+    JobStateConflict,
+    NotFound,
+    PermissionDenied,
+)
 from gateway.readiness import ServiceNotReady
 from slurm.errors import JobSpecError, SlurmError, SlurmRejected, SlurmUnavailable
 
@@ -143,8 +150,16 @@ def handle_not_found(request: Request[Any, Any, Any], exc: NotFound) -> Response
 
 
 def handle_conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[ProblemDetails]:
-    """The request clashes with the current state: 409."""
-    return _simple_problem(request, HTTPStatus.CONFLICT, "conflict", str(exc))
+    """The request clashes with the current state: 409 (naming the job's state when it is why)."""
+    status = HTTPStatus.CONFLICT
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}conflict",
+        title=status.phrase,
+        status=status,
+        detail=str(exc),
+        state=exc.state if isinstance(exc, JobStateConflict) else None,
+    )
+    return problem_response(request, problem)
 
 
 def handle_invalid_field(

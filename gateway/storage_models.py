@@ -86,12 +86,16 @@ class Job(Base):
     # failed, cancelled, timeout, node_fail, out_of_memory, preempted, submit_failed.
     state: Mapped[str] = mapped_column(String(24))
     state_reason: Mapped[str | None] = mapped_column(Text)
+    # The current attempt (1 = the first); its Slurm job is identified by the comment
+    # slurm.batch_job.attempt_comment_key(id, attempt). Earlier attempts are in job_attempts.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     slurm_job_id: Mapped[str | None] = mapped_column(String(32))
     exit_code: Mapped[int | None] = mapped_column(Integer)
 
     # Submission lease: which worker holds the job and until when (crash recovery).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
+    # sbatch tries of the current attempt (0: this attempt never reached sbatch).
     submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
 
@@ -104,6 +108,31 @@ class Job(Base):
     labels: Mapped[list[JobLabel]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobLabel.key"
     )
+    past_attempts: Mapped[list[JobAttempt]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="JobAttempt.attempt"
+    )
+
+
+class JobAttempt(Base):
+    """An attempt of a job that a later attempt replaced: its Slurm job and how it ended.
+
+    The current attempt lives on the job row itself; a row here is written, in the same
+    transaction, when a retry (automatic or asked for) starts the next attempt.
+    """
+
+    __tablename__ = "job_attempts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    slurm_job_id: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(24))
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    submitted_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+    job: Mapped[Job] = relationship(back_populates="past_attempts")
 
 
 class JobLabel(Base):

@@ -15,6 +15,18 @@ import msgspec
 # Every Slurm job the gateway submits carries "<prefix><gateway job id>" in --comment, so after a
 # crash between sbatch and recording the Slurm id the job is found in Slurm, not submitted twice.
 GATEWAY_COMMENT_PREFIX = "sgw:"
+# Attempts after the first add "<separator><attempt>" ("sgw:job-1f2e:a2"), so the lookup for one
+# attempt never mistakes another attempt's Slurm job for its own ("#" would end an #SBATCH value).
+ATTEMPT_SEPARATOR = ":a"
+
+
+def attempt_comment_key(gateway_job_id: str, attempt: int) -> str:
+    """What follows GATEWAY_COMMENT_PREFIX in the comment of ``attempt`` of the job.
+
+    Attempt 1 keeps the bare gateway id (jobs submitted before attempts existed look the same);
+    this is also the key ``SlurmDriver.find_submitted`` matches and parsers report.
+    """
+    return gateway_job_id if attempt == 1 else f"{gateway_job_id}{ATTEMPT_SEPARATOR}{attempt}"
 
 
 class ScriptRuntime(msgspec.Struct, frozen=True, kw_only=True, tag="script", tag_field="kind"):
@@ -113,8 +125,10 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
     switches_wait_minutes: int | None = None
     # Set by the driver from the partition's configuration, never from the job spec.
     fabric: PartitionFabric | None = None
+    # Which attempt of the gateway job this submission is (1 = the first).
+    attempt: int = 1
 
     @property
     def comment(self) -> str:
-        """The --comment value that identifies this job in Slurm."""
-        return f"{GATEWAY_COMMENT_PREFIX}{self.gateway_job_id}"
+        """The --comment value that identifies this attempt of the job in Slurm."""
+        return f"{GATEWAY_COMMENT_PREFIX}{attempt_comment_key(self.gateway_job_id, self.attempt)}"

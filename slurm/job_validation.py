@@ -40,6 +40,7 @@ MAX_SCRIPT_BYTES = 1024 * 1024
 SLURM_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.+-]+", re.ASCII)
 # POSIX portable user names (no trailing "$": machine accounts never run jobs).
 UNIX_USER_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}", re.ASCII)
+MAX_JOB_ATTEMPT = 10_000
 GATEWAY_JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
 # Absolute paths without whitespace, quotes, "#", "\" or "%" (Slurm expands %j etc. in --output).
 WORKING_DIR_PATTERN = re.compile(r"/[A-Za-z0-9_.+,=@/-]*", re.ASCII)
@@ -298,6 +299,8 @@ def check_script_body(script: str) -> None:
 def validate_batch_job(job: BatchJob) -> None:
     """Validate every field of ``job`` that reaches the batch script or sbatch's argv."""
     check_gateway_job_id(job.gateway_job_id)
+    # The attempt goes into --comment too; manual retries may go past any policy's limit.
+    check_count("attempt", job.attempt, minimum=1, maximum=MAX_JOB_ATTEMPT)
     check_slurm_name("name", job.name, what="job name")
     check_unix_user(job.unix_user)
     check_slurm_name("account", job.account, what="account")

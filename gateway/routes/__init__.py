@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from gateway.routes.health import healthz, readyz
-from gateway.routes.jobs import cancel_job, list_visible_jobs, read_job, submit_job
+from gateway.routes.jobs import cancel_job, list_visible_jobs, read_job, retry_job, submit_job
 from gateway.routes.metrics import metrics
 from gateway.routes.partitions import list_partitions
 from gateway.routes.service_info import service_info
@@ -24,5 +24,6 @@ def route_handlers() -> list[ControllerRouterHandler]:
         read_job,
         list_visible_jobs,
         cancel_job,
+        retry_job,
         list_partitions,
     ]

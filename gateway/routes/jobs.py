@@ -1,8 +1,9 @@
-"""/v1/jobs: submit, read, list and cancel jobs (thin: gateway.job_service does the work).
+"""/v1/jobs: submit, read, list, cancel and retry jobs (thin: gateway.job_service does the work).
 
 Errors: a JobSpec that does not decode or breaks policy is 422 naming the field; a bad query
 parameter or Idempotency-Key is 422 naming it; another tenant's (or, for plain users, another
-user's) job is 404; a caller who is not a member of the token's tenant cannot submit (403).
+user's) job is 404; a caller who is not a member of the token's tenant cannot submit (403);
+retrying a job that has not ended unsuccessfully is 409 with its ``state`` in the problem.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth import AuthenticatedPrincipal
-from gateway.job_schemas import JobList, JobSpec, JobView, decode_job_spec
+from gateway.job_retry_policy import max_attempts
+from gateway.job_schemas import AttemptView, JobList, JobSpec, JobView, decode_job_spec
 from gateway.job_service import (
     DEFAULT_PAGE_SIZE,
     JobQuery,
@@ -29,9 +31,10 @@ from gateway.job_service import (
     list_jobs,
     parse_label_filters,
     request_cancel,
+    request_retry,
 )
 from gateway.job_view_cache import JobViewCache
-from gateway.storage_models import Job
+from gateway.storage_models import Job, JobAttempt
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 STATE_FILTER_HELP = "comma-separated states (any of them)"
@@ -130,8 +133,34 @@ async def cancel_job(job_id: JobId, state: State, principal: AuthenticatedPrinci
         state.job_view_cache.invalidate(job_id)
 
 
+@post(
+    "/v1/jobs/{job_id:str}/retry",
+    tags=["jobs"],
+    status_code=HTTP_202_ACCEPTED,
+    summary="Start a new attempt of a job that ended unsuccessfully",
+)
+async def retry_job(job_id: JobId, state: State, principal: AuthenticatedPrincipal) -> JobView:
+    """Allowed once the job ended failed, cancelled, timeout, node_fail, out_of_memory,
+    preempted or submit_failed (409 otherwise); not limited by the policy's max_attempts."""
+    session_factory: sessionmaker[Session] = state.session_factory
+
+    def retry() -> JobView:
+        with session_factory() as session:
+            return job_view(request_retry(session, principal, job_id))
+
+    try:
+        view = await asyncio.to_thread(retry)
+    finally:
+        state.job_view_cache.invalidate(job_id)
+    workers = getattr(state, "job_workers", None)
+    if workers is not None:
+        workers.submitter.wake()
+    return view
+
+
 def job_view(job: Job) -> JobView:
     """The API view of a stored job."""
+    spec = msgspec.convert(job.spec, JobSpec)
     return JobView(
         id=job.id,
         name=job.name,
@@ -142,10 +171,39 @@ def job_view(job: Job) -> JobView:
         state_reason=job.state_reason,
         slurm_job_id=job.slurm_job_id,
         exit_code=job.exit_code,
+        attempt=job.attempt,
+        max_attempts=max_attempts(spec.retry),
+        attempts=[*(_attempt_view(past) for past in job.past_attempts), _current_attempt_view(job)],
         labels={label.key: label.value for label in job.labels},
-        spec=msgspec.convert(job.spec, JobSpec),
+        spec=spec,
         created_at=ensure_utc(job.created_at),
         updated_at=ensure_utc(job.updated_at),
+        submitted_at=as_utc(job.submitted_at),
+        started_at=as_utc(job.started_at),
+        ended_at=as_utc(job.ended_at),
+    )
+
+
+def _attempt_view(attempt: JobAttempt) -> AttemptView:
+    return AttemptView(
+        attempt=attempt.attempt,
+        slurm_job_id=attempt.slurm_job_id,
+        state=attempt.state,
+        state_reason=attempt.state_reason,
+        exit_code=attempt.exit_code,
+        submitted_at=as_utc(attempt.submitted_at),
+        started_at=as_utc(attempt.started_at),
+        ended_at=as_utc(attempt.ended_at),
+    )
+
+
+def _current_attempt_view(job: Job) -> AttemptView:
+    return AttemptView(
+        attempt=job.attempt,
+        slurm_job_id=job.slurm_job_id,
+        state=job.state,
+        state_reason=job.state_reason,
+        exit_code=job.exit_code,
         submitted_at=as_utc(job.submitted_at),
         started_at=as_utc(job.started_at),
         ended_at=as_utc(job.ended_at),

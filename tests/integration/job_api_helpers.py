@@ -118,7 +118,9 @@ def drain_accounts(accounts: Sequence[str], timeout_s: float = 30) -> None:
     that while the association has active jobs; so each test leaves its accounts idle.
     """
     joined = ",".join(accounts)
-    run_command(["scancel", f"--account={joined}"], check=False)
+    # One scancel per account: `scancel --account=a,b` was seen leaving a running job of `a`.
+    for account in accounts:
+        run_command(["scancel", f"--account={account}"], check=False)
     deadline = time.monotonic() + timeout_s
     active = ""
     while time.monotonic() < deadline:

@@ -173,7 +173,7 @@ def job_view(job: Job) -> JobView:
         exit_code=job.exit_code,
         attempt=job.attempt,
         max_attempts=max_attempts(spec.retry),
-        attempts=[*(_attempt_view(past) for past in job.past_attempts), _current_attempt_view(job)],
+        attempts=[*(_attempt_view(past) for past in job.past_attempts), _attempt_view(job)],
         labels={label.key: label.value for label in job.labels},
         spec=spec,
         created_at=ensure_utc(job.created_at),
@@ -184,7 +184,8 @@ def job_view(job: Job) -> JobView:
     )
 
 
-def _attempt_view(attempt: JobAttempt) -> AttemptView:
+def _attempt_view(attempt: Job | JobAttempt) -> AttemptView:
+    # The job row describes the current attempt with the same fields an archived attempt has.
     return AttemptView(
         attempt=attempt.attempt,
         slurm_job_id=attempt.slurm_job_id,
@@ -194,17 +195,4 @@ def _attempt_view(attempt: JobAttempt) -> AttemptView:
         submitted_at=as_utc(attempt.submitted_at),
         started_at=as_utc(attempt.started_at),
         ended_at=as_utc(attempt.ended_at),
-    )
-
-
-def _current_attempt_view(job: Job) -> AttemptView:
-    return AttemptView(
-        attempt=job.attempt,
-        slurm_job_id=job.slurm_job_id,
-        state=job.state,
-        state_reason=job.state_reason,
-        exit_code=job.exit_code,
-        submitted_at=as_utc(job.submitted_at),
-        started_at=as_utc(job.started_at),
-        ended_at=as_utc(job.ended_at),
     )

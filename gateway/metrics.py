@@ -51,25 +51,20 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    """A value that only goes up (requests served, jobs submitted, ...)."""
-
-    kind = "counter"
+class _ValueSeries(_Metric):
+    """A metric holding one number per label combination (counters and gauges)."""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str]) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[LabelValues, float] = {}
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        """Add ``amount`` (>= 0) to the series named by ``labels``."""
-        if amount < 0:
-            raise ValueError("a counter cannot decrease")
+    def _add(self, amount: float, labels: Mapping[str, str]) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
     def value(self, **labels: str) -> float:
-        """Current value of one series (0 when never incremented)."""
+        """Current value of one series (0 when never touched)."""
         key = self._key(labels)
         with self._lock:
             return self._values.get(key, 0.0)
@@ -83,14 +78,22 @@ class Counter(_Metric):
         ]
 
 
-class Gauge(_Metric):
+class Counter(_ValueSeries):
+    """A value that only goes up (requests served, jobs submitted, ...)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` (>= 0) to the series named by ``labels``."""
+        if amount < 0:
+            raise ValueError("a counter cannot decrease")
+        self._add(amount, labels)
+
+
+class Gauge(_ValueSeries):
     """A value that goes up and down (jobs by state, queue depth, ...)."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str]) -> None:
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[LabelValues, float] = {}
 
     def set(self, value: float, **labels: str) -> None:
         """Set the series named by ``labels`` to ``value``."""
@@ -100,29 +103,13 @@ class Gauge(_Metric):
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         """Add ``amount`` (may be negative) to a series."""
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._add(amount, labels)
 
     def replace_all(self, values: Iterable[tuple[Mapping[str, str], float]]) -> None:
         """Replace every series at once: series absent from ``values`` disappear."""
         fresh = {self._key(labels): value for labels, value in values}
         with self._lock:
             self._values = fresh
-
-    def value(self, **labels: str) -> float:
-        """Current value of one series (0 when never set)."""
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
-
-    def render(self) -> list[str]:
-        """Exposition lines of this metric."""
-        with self._lock:
-            values = sorted(self._values.items())
-        return self._header() + [
-            f"{self.name}{_labels(self.labelnames, key)} {_number(value)}" for key, value in values
-        ]
 
 
 class Histogram(_Metric):

@@ -62,7 +62,9 @@ def build_sbatch_argv(job: BatchJob) -> list[str]:
     Job directives live in the script. Only what must not depend on the script's content is on
     the command line, which also wins over SBATCH_* environment variables and directives:
     --uid/--gid (who the job runs as), --export=NONE (the gateway's environment never reaches
-    the job) and --parsable (the output format the driver parses).
+    the job), --no-requeue (with Slurm's default JobRequeue=1 a node failure silently requeues
+    the job under the same id, re-running user code behind the gateway's retry policy) and
+    --parsable (the output format the driver parses).
     """
     validate_batch_job(job)
     return [
@@ -71,6 +73,7 @@ def build_sbatch_argv(job: BatchJob) -> list[str]:
         f"--uid={job.unix_user}",
         f"--gid={job.unix_user}",
         "--export=NONE",
+        "--no-requeue",
     ]
 
 

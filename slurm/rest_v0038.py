@@ -105,6 +105,8 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
         "cpus_per_task": job.cpus_per_task,
         "time_limit": job.time_limit_minutes,
         "comment": job.comment,
+        # Slurm must not requeue on node failure behind the gateway's retry policy (as --no-requeue).
+        "requeue": False,
         "current_working_directory": job.working_dir,
         "standard_output": f"{job.working_dir}/slurm-{output_pattern}.out",
         "standard_error": f"{job.working_dir}/slurm-{output_pattern}.err",

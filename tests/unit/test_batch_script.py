@@ -236,6 +236,7 @@ def test_sbatch_argv_carries_identity_and_export_mode_only() -> None:
         "--uid=bob",
         "--gid=bob",
         "--export=NONE",
+        "--no-requeue",
     ]
 
 

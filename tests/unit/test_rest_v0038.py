@@ -80,6 +80,7 @@ def test_submission_body_carries_every_option_as_job_properties() -> None:
         "time_limit": 90,
         "constraints": "ib&h100",
         "comment": "sgw:j-1",
+        "requeue": False,
         "current_working_directory": "/var/lib/slurm-gateway/jobs/t/j-1",
         "standard_output": "/var/lib/slurm-gateway/jobs/t/j-1/slurm-%j.out",
         "standard_error": "/var/lib/slurm-gateway/jobs/t/j-1/slurm-%j.err",

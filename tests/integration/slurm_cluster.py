@@ -11,19 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-TERMINAL_STATES = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-    }
-)
+from slurm.observations import TERMINAL_STATES
+
 # Directory visible to every emulated node: each slurmd has a private /tmp.
 SHARED_TEST_ROOT = Path("/var/tmp/slurm-gateway-tests")
 

@@ -9,9 +9,7 @@ attempt 2 twice and without mistaking attempt 1's Slurm job for it.
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,13 +32,19 @@ from gateway.storage_models import Job
 from slurm.batch_job import attempt_comment_key
 from slurm.cli_driver import CliSlurmDriver
 from tests.integration.gateway_fixtures import (
-    TEST_JOB_ROOT,
     TokenFactory,
     bearer_headers,
     gateway_client,
     gateway_config,
     migrated_database,
     token_for,
+)
+from tests.integration.gateway_process import (
+    LEASE_S,
+    GatewayProcess,
+    kill_hard,
+    migrated_gateway_process,
+    stored_job,
 )
 from tests.integration.job_api_helpers import (
     HttpClient,
@@ -49,7 +53,6 @@ from tests.integration.job_api_helpers import (
     slurm_jobs_for,
     wait_for_job,
 )
-from tests.integration.test_submission_crash_safety import LEASE_S, GatewayProcess, _kill_hard, _stored_job
 
 __all__ = ["gateway_client", "gateway_config", "migrated_database", "token_for"]
 
@@ -65,6 +68,13 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 # which every attempt shares).
 FAILS_ONCE = "if [ -e attempt1 ]; then exit 0; fi\ntouch attempt1\nexit 3\n"
 ENDED = ("completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory", "preempted")
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A migrated gateway process over SQLite in tmp_path, started by the test as needed."""
+    with migrated_gateway_process(tmp_path) as gateway:
+        yield gateway
 
 
 @pytest.fixture(autouse=True)
@@ -195,40 +205,26 @@ def test_a_failed_job_retried_by_hand_runs_again_and_only_ended_jobs_can_be(
     assert (cancelled["state"], cancelled["attempt"]) == ("cancelled", 1)
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    """A migrated `slurm-gateway serve` process (not started) over SQLite in tmp_path."""
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    job_root = TEST_JOB_ROOT / uuid.uuid4().hex
-    job_root.mkdir(parents=True)
-    process = GatewayProcess(state_dir, job_root)
-    process.write_config(workers=False)
-    process.cli("migrate")
-    yield process
-    shutil.rmtree(job_root, ignore_errors=True)
-
-
-def test_crash_between_sbatch_and_recording_attempt_2(gateway: GatewayProcess) -> None:
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
-        with gateway.running(workers=True):
-            admin = gateway.cli("token", "--user", "sgw-retry-admin", "--role", "admin")
+def test_crash_between_sbatch_and_recording_attempt_2(gateway_process: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway_process.base_url, timeout=30) as client:
+        with gateway_process.running(workers=True):
+            admin = gateway_process.cli("token", "--user", "sgw-retry-admin", "--role", "admin")
             create_tenant(client, admin, TENANT, {"alice": "alice"})
-            alice = gateway.cli("token", "--user", "alice", "--tenant", TENANT, "--role", "user")
+            alice = gateway_process.cli("token", "--user", "alice", "--tenant", TENANT, "--role", "user")
             job_id = submit(client, alice, retry_body(FAILS_ONCE))
             failed = wait_ended(client, alice, job_id)
         assert failed["state"] == "failed"
 
-        with gateway.running(workers=True, pause_after_submit_s=120) as paused:
+        with gateway_process.running(workers=True, pause_after_submit_s=120) as paused:
             response = client.post(f"/v1/jobs/{job_id}/retry", headers=bearer_headers(alice))
             assert response.status_code == 202, response.text
             in_slurm = _wait_for_attempt_in_slurm(job_id, 2)
-            _kill_hard(paused)
+            kill_hard(paused)
 
-        stored = _stored_job(gateway, job_id)
+        stored = stored_job(gateway_process, job_id)
         assert (stored.attempt, stored.state, stored.slurm_job_id) == (2, "submitting", None)
 
-        with gateway.running(workers=True):
+        with gateway_process.running(workers=True):
             done = wait_for_job(
                 client,
                 alice,

@@ -14,17 +14,9 @@ Every check counts the Slurm jobs carrying the gateway id in their comment (sque
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,7 +26,6 @@ from litestar.testing import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.background_workers import ENV_TEST_PAUSE_AFTER_SUBMIT
 from gateway.config import GatewayConfig
 from gateway.database import create_database_engine
 from gateway.job_submitter import JobSubmitter, SubmitterSettings
@@ -44,13 +35,19 @@ from slurm.batch_job import BatchJob
 from slurm.cli_driver import CliSlurmDriver
 from slurm.command_runner import CommandRunner
 from tests.integration.gateway_fixtures import (
-    TEST_JOB_ROOT,
     TokenFactory,
     bearer_headers,
     gateway_client,
     gateway_config,
     migrated_database,
     token_for,
+)
+from tests.integration.gateway_process import (
+    LEASE_S,
+    GatewayProcess,
+    kill_hard,
+    migrated_gateway_process,
+    stored_job,
 )
 from tests.integration.job_api_helpers import (
     TENANT_A,
@@ -65,86 +62,12 @@ __all__ = ["gateway_client", "gateway_config", "idle_test_accounts", "migrated_d
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
-CLI = str(Path(sys.executable).with_name("slurm-gateway"))
-LEASE_S = 2
-
-
-class GatewayProcess:
-    """`slurm-gateway serve` on its own port, over one state dir shared by restarts."""
-
-    def __init__(self, state_dir: Path, job_root: Path) -> None:
-        self.state_dir = state_dir
-        self.job_root = job_root
-        self.config_path = state_dir / "gateway.toml"
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    def write_config(self, *, workers: bool) -> None:
-        self.config_path.write_text(
-            f'state_dir = "{self.state_dir}"\n'
-            f"[server]\nport = {self.port}\n"
-            f'[slurm]\njob_root = "{self.job_root}"\n'
-            f"[workers]\nenabled = {'true' if workers else 'false'}\n"
-            f"submit_interval_s = 0.2\npoll_interval_s = 0.5\nmax_backoff_s = 2\nsubmit_lease_s = {LEASE_S}\n"
-        )
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(
-            [CLI, *args, "--config", str(self.config_path)], check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    @contextmanager
-    def running(self, *, workers: bool, pause_after_submit_s: float = 0) -> Iterator[subprocess.Popen[bytes]]:
-        self.write_config(workers=workers)
-        env = {**os.environ, ENV_TEST_PAUSE_AFTER_SUBMIT: str(pause_after_submit_s)}
-        with (self.state_dir / "gateway.log").open("ab") as log:
-            argv = [CLI, "serve", "--config", str(self.config_path)]
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_until_ready(self.base_url, process)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
-
 
 @pytest.fixture
 def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    job_root = TEST_JOB_ROOT / uuid.uuid4().hex
-    job_root.mkdir(parents=True)
-    gateway = GatewayProcess(state_dir, job_root)
-    gateway.write_config(workers=False)
-    gateway.cli("migrate")
-    yield gateway
-    shutil.rmtree(job_root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gateway exited with {process.returncode} while starting")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"gateway at {base_url} not ready in {timeout_s} s")
-
-
-def _kill_hard(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
+    """A migrated gateway process over SQLite in tmp_path, started by the test as needed."""
+    with migrated_gateway_process(tmp_path) as gateway:
+        yield gateway
 
 
 def _provision(gateway: GatewayProcess, client: httpx.Client) -> str:
@@ -160,7 +83,7 @@ def test_crash_between_acceptance_and_submission(gateway_process: GatewayProcess
             response = client.post("/v1/jobs", json=job_body(), headers=bearer_headers(alice))
             assert response.status_code == 202, response.text
             job_id = response.json()["id"]
-            _kill_hard(first)
+            kill_hard(first)
         assert slurm_jobs_for(job_id) == set()
 
         with gateway_process.running(workers=True):
@@ -174,9 +97,9 @@ def test_crash_between_sbatch_and_recording_the_slurm_id(gateway_process: Gatewa
             alice = _provision(gateway_process, client)
             job_id = client.post("/v1/jobs", json=job_body(), headers=bearer_headers(alice)).json()["id"]
             in_slurm = _wait_for_slurm_jobs(job_id)
-            _kill_hard(first)
+            kill_hard(first)
 
-        stored = _stored_job(gateway_process, job_id)
+        stored = stored_job(gateway_process, job_id)
         assert (stored.state, stored.slurm_job_id) == ("submitting", None)
 
         with gateway_process.running(workers=True):
@@ -315,14 +238,3 @@ def _wait_for_slurm_jobs(job_id: str, timeout_s: float = 30) -> set[str]:
             return found
         time.sleep(0.2)
     raise AssertionError(f"no Slurm job with comment sgw:{job_id} after {timeout_s} s")
-
-
-def _stored_job(gateway: GatewayProcess, job_id: str) -> Job:
-    engine = create_database_engine(f"sqlite:///{gateway.state_dir / 'gateway.db'}")
-    try:
-        with sessionmaker(engine, expire_on_commit=False)() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            return job
-    finally:
-        engine.dispose()

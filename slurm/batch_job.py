@@ -12,6 +12,8 @@ from typing import Literal
 
 import msgspec
 
+from slurm.job_layout import DEFAULT_STEP_NAME
+
 # Every Slurm job the gateway submits carries "<prefix><gateway job id>" in --comment, so after a
 # crash between sbatch and recording the Slurm id the job is found in Slurm, not submitted twice.
 GATEWAY_COMMENT_PREFIX = "sgw:"
@@ -73,6 +75,9 @@ class TorchrunRuntime(msgspec.Struct, frozen=True, kw_only=True, tag="torchrun",
     nproc_per_node: int | None = None
 
 
+# Who touches the attempt's heartbeat file: the generated wrapper, only the program, or nobody.
+HeartbeatSource = Literal["wrapper", "program", "off"]
+
 Runtime = ScriptRuntime | MpiRuntime | RayRuntime | JuliaRuntime | TorchrunRuntime
 
 
@@ -127,6 +132,15 @@ class BatchJob(msgspec.Struct, frozen=True, kw_only=True):
     fabric: PartitionFabric | None = None
     # Which attempt of the gateway job this submission is (1 = the first).
     attempt: int = 1
+    # The step this job runs (slurm.job_layout): names its outputs, attempt dir and heartbeat.
+    step_name: str = DEFAULT_STEP_NAME
+    # Slurm job ids this job waits for (--dependency=afterok:<id>:<id>); ended ones are left out.
+    dependencies: tuple[str, ...] = ()
+    heartbeat: HeartbeatSource = "wrapper"
+    # Seconds between the wrapper's touches of the heartbeat file.
+    heartbeat_interval_s: int = 2
+    # --signal=B:USR2@<seconds>: warn the job this long before its time limit.
+    signal_before_limit_s: int | None = None
 
     @property
     def comment(self) -> str:

@@ -5,15 +5,22 @@ Script layout:
     #!/bin/bash
     #SBATCH --job-name=...            every job directive, values allow-listed
     ...
+    #SBATCH --dependency=afterok:1:2  the Slurm jobs of the steps this one runs after
+    #SBATCH --signal=B:USR2@60        the warning before the time limit, to the batch shell
     set -euo pipefail                 the first command line: sbatch stops reading
     export SLURM_EXPORT_ENV=ALL       directives here, so no text below can add one
+    sgw_path=...                      the PATH the job started with, for the wrapper's tools
     export KEY='value'                the job's env, shlex-quoted
-    export UCX_NET_DEVICES='...'      the partition's fabric settings (from configuration)
-    exec -- 'prog' 'arg' ...          script runtime, command: the argv, shlex-quoted
-    set +euo pipefail                 script runtime, body: bash defaults again, then
-    <script body verbatim>            the user's own code, as the user
-    srun --mpi=pmix ... 'prog' ...    mpi, ray, julia, torchrun: the runtime's launch lines
-                                      (slurm.runtimes), the argv shlex-quoted
+    export SGW_STEP=... ...           the step wrapper (slurm.step_wrapper): output dirs,
+    ...                               heartbeat, USR2 forwarding, then
+    sgw_main() {                      the runtime's lines, run as a background subshell:
+    export UCX_NET_DEVICES='...'        the partition's fabric settings (from configuration)
+    exec -- 'prog' 'arg' ...            script runtime, command: the argv, shlex-quoted
+    set +euo pipefail                   script runtime, body: bash defaults again, then
+    <script body verbatim>              the user's own code, as the user
+    srun --mpi=pmix ... 'prog' ...      mpi, ray, julia, torchrun: the runtime's launch lines
+    }                                   (slurm.runtimes), the argv shlex-quoted
+    ...                               wait, manifest and publication on success, exit status
 
 sbatch reads #SBATCH (and #PBS) directives only up to the first line that is neither blank
 nor a comment. The generated ``set`` line always precedes user-supplied text, so neither a
@@ -30,6 +37,7 @@ from slurm.batch_job import BatchJob
 from slurm.errors import JobSpecError
 from slurm.job_validation import validate_batch_job
 from slurm.runtimes import render_runtime
+from slurm.step_wrapper import SAVE_TOOLS_PATH_LINES, render_step_wrapper
 from slurm.time_limits import format_time_limit
 
 # Characters sbatch's directive parser treats specially: whitespace separates arguments,
@@ -50,8 +58,9 @@ def render_batch_script(job: BatchJob) -> str:
         "set -euo pipefail",
         # The job is submitted with --export=NONE; its steps (srun) must see the job's env.
         "export SLURM_EXPORT_ENV=ALL",
+        *SAVE_TOOLS_PATH_LINES,
         *(f"export {name}={shlex.quote(value)}" for name, value in job.env.items()),
-        *render_runtime(job),
+        *render_step_wrapper(job, render_runtime(job)),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -115,6 +124,13 @@ def _directives(job: BatchJob) -> list[str]:
         ("--constraint", "&".join(job.constraints) or None),
         ("--switches", _switches(job)),
         ("--array", job.array),
+        # afterok: start only once every listed job has completed successfully.
+        ("--dependency", ":".join(("afterok", *job.dependencies)) if job.dependencies else None),
+        # B: the batch shell alone, which passes it on to the program (slurm.step_wrapper).
+        (
+            "--signal",
+            f"B:USR2@{job.signal_before_limit_s}" if job.signal_before_limit_s is not None else None,
+        ),
         ("--comment", job.comment),
         ("--chdir", job.working_dir),
         ("--output", f"{job.working_dir}/slurm-{output_pattern}.out"),

@@ -41,6 +41,16 @@ SLURM_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.+-]+", re.ASCII)
 # POSIX portable user names (no trailing "$": machine accounts never run jobs).
 UNIX_USER_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}", re.ASCII)
 MAX_JOB_ATTEMPT = 10_000
+# Slurm job ids (uint32, never 0), optionally one array task: afterok:<id>[_<task>]:...
+DEPENDENCY_ID_PATTERN = re.compile(r"[1-9][0-9]{0,9}(?:_[0-9]{1,7})?", re.ASCII)
+MAX_DEPENDENCIES = 64
+HEARTBEAT_SOURCES = ("wrapper", "program", "off")
+MIN_HEARTBEAT_INTERVAL_S = 1
+MAX_HEARTBEAT_INTERVAL_S = 60
+# Slurm's --signal takes at most 65535 s; below 10 s the program has no time to act (and Slurm's
+# timers are coarser than that anyway).
+MIN_SIGNAL_BEFORE_LIMIT_S = 10
+MAX_SIGNAL_BEFORE_LIMIT_S = 65535
 GATEWAY_JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
 # Absolute paths without whitespace, quotes, "#", "\" or "%" (Slurm expands %j etc. in --output).
 WORKING_DIR_PATTERN = re.compile(r"/[A-Za-z0-9_.+,=@/-]*", re.ASCII)
@@ -67,9 +77,10 @@ DENIED_ENV_NAMES = frozenset(
 )
 # LD_*: the dynamic loader. SLURM_*/SBATCH_*/SRUN_*/SALLOC_*: Slurm's own settings, which would
 # override the gateway's (account, partition, export mode) for steps and nested submissions.
-# PMIX_*/PMI_*: set by the MPI launcher for wire-up. OMPI_MCA_* stays allowed: tuning Open MPI
-# is ordinary user business (this cluster's MPI jobs need OMPI_MCA_btl=self,tcp).
-DENIED_ENV_PREFIXES = ("LD_", "SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_", "PMI_")
+# PMIX_*/PMI_*: set by the MPI launcher for wire-up. SGW_*: set by the gateway's step wrapper
+# ($SGW_OUTPUT_DIR, ...). OMPI_MCA_* stays allowed: tuning Open MPI is ordinary user business
+# (this cluster's MPI jobs need OMPI_MCA_btl=self,tcp).
+DENIED_ENV_PREFIXES = ("LD_", "SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_", "PMI_", "SGW_")
 
 _ARRAY_ITEM = re.compile(r"(\d{1,7})(?:-(\d{1,7})(?::(\d{1,7}))?)?", re.ASCII)
 _ARRAY_LIMIT = re.compile(r"\d{1,7}", re.ASCII)
@@ -165,7 +176,8 @@ def validate_env(env: Mapping[str, str]) -> None:
     Names must match [A-Z_][A-Z0-9_]* and not be on the deny-lists (shell and loader control,
     Slurm's and the MPI launcher's own variables); values may hold any text but control
     characters. PATH is allowed: the job runs as the user, and the gateway's own lines after
-    the exports use only shell builtins, so a user PATH cannot redirect them.
+    the exports use only shell builtins and tools found through the PATH the job started with
+    (slurm.step_wrapper), so a user PATH cannot redirect them.
     """
     if len(env) > MAX_ENV_VARIABLES:
         raise JobSpecError("env", f"at most {MAX_ENV_VARIABLES} variables are allowed, not {len(env)}")
@@ -202,7 +214,7 @@ def _check_env_name(name: str) -> None:
         if name.startswith(prefix):
             raise JobSpecError(
                 field,
-                f"variables starting with {prefix} are reserved for the loader, Slurm and MPI; "
+                f"variables starting with {prefix} are reserved for the loader, Slurm, MPI and the gateway; "
                 "set it inside a script body if you really need it",
             )
 
@@ -244,6 +256,56 @@ def _check_array_item(item: str, max_array_size: int) -> None:
     if highest >= max_array_size:
         raise JobSpecError(
             "array", f"index {highest} is too large: this cluster allows indices 0 to {max_array_size - 1}"
+        )
+
+
+def check_step_name(value: str) -> str:
+    """Validate the step name, which names directories and links under the working directory."""
+    check_slurm_name("step_name", value, what="step name")
+    # "." and ".." would escape the layout; a leading "." is reserved for the wrapper's
+    # temporary links in outputs/ (".<step>.a<n>.tmp").
+    if value.startswith("."):
+        raise JobSpecError("step_name", f"the step name {value!r} must not start with '.'")
+    return value
+
+
+def check_dependencies(dependencies: Sequence[str]) -> None:
+    """Validate the Slurm job ids a job waits for (--dependency=afterok:<id>:<id>)."""
+    if len(dependencies) > MAX_DEPENDENCIES:
+        raise JobSpecError("dependencies", f"at most {MAX_DEPENDENCIES} jobs can be waited for")
+    for index, job_id in enumerate(dependencies):
+        if not isinstance(job_id, str) or not DEPENDENCY_ID_PATTERN.fullmatch(job_id):
+            raise JobSpecError(
+                f"dependencies[{index}]", "must be a Slurm job id: digits, optionally _ and an array task id"
+            )
+
+
+def check_heartbeat(job: BatchJob) -> None:
+    """Validate who touches the heartbeat file and how often the wrapper does."""
+    if job.heartbeat not in HEARTBEAT_SOURCES:
+        raise JobSpecError("heartbeat", f"must be one of {', '.join(HEARTBEAT_SOURCES)}")
+    check_count(
+        "heartbeat_interval_s",
+        job.heartbeat_interval_s,
+        minimum=MIN_HEARTBEAT_INTERVAL_S,
+        maximum=MAX_HEARTBEAT_INTERVAL_S,
+    )
+
+
+def check_signal_before_limit(job: BatchJob) -> None:
+    """Validate the USR2 warning time: within Slurm's bounds and shorter than the time limit."""
+    if job.signal_before_limit_s is None:
+        return
+    seconds = check_count(
+        "signal_before_limit_s",
+        job.signal_before_limit_s,
+        minimum=MIN_SIGNAL_BEFORE_LIMIT_S,
+        maximum=MAX_SIGNAL_BEFORE_LIMIT_S,
+    )
+    # Slurm would send it as the job starts, before the wrapper can pass it on.
+    if seconds >= job.time_limit_minutes * 60:
+        raise JobSpecError(
+            "signal_before_limit_s", f"must be shorter than the time limit ({job.time_limit_minutes * 60} s)"
         )
 
 
@@ -326,6 +388,10 @@ def validate_batch_job(job: BatchJob) -> None:
     validate_env(job.env)
     if job.array is not None:
         validate_array_spec(job.array)
+    check_step_name(job.step_name)
+    check_dependencies(job.dependencies)
+    check_heartbeat(job)
+    check_signal_before_limit(job)
     _check_runtime(job)
     validate_runtime(job)
     validate_placement(job)

@@ -46,10 +46,20 @@ RUNTIME_NAMES = {
 }
 
 
+# The step wrapper passes USR2 on to the program's process; in these runtimes that is a shell
+# whose default action on USR2 ends it and, with it, the node daemons it watches.
+NO_USR2_RUNTIMES = (RayRuntime, JuliaRuntime)
+
+
 def validate_runtime(job: BatchJob) -> None:
     """Check the runtime's options against the job; ScriptRuntime has none."""
     runtime = job.runtime
     name = RUNTIME_NAMES[type(runtime)]
+    if job.signal_before_limit_s is not None and isinstance(runtime, NO_USR2_RUNTIMES):
+        raise JobSpecError(
+            "signal_before_limit_s",
+            f"runtime {name!r} cannot pass a signal on to its program; it works for script, mpi and torchrun",
+        )
     if isinstance(runtime, ScriptRuntime):
         return
     if job.command is None or job.script is not None:

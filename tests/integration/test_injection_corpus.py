@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgspec
 import pytest
 
 from slurm.batch_job import BatchJob, JuliaRuntime, MpiRuntime, RayRuntime, TorchrunRuntime
@@ -185,7 +186,12 @@ def submitted() -> Iterator[SubmittedJobs]:
             clean,
         ),
     }
-    ids = {key: submit(job, environment) for key, (job, environment) in jobs.items()}
+    # The jobs share one working directory, so each is a step of its own (as the steps of one
+    # gateway job are): attempts of one step never run side by side.
+    ids = {
+        key: submit(msgspec.structs.replace(job, step_name=key), environment)
+        for key, (job, environment) in jobs.items()
+    }
     records = {key: wait_for_state(job_id, timeout=90) for key, job_id in ids.items()}
     yield SubmittedJobs(workdir, canary, argv_payloads, env_payloads, ids, records)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -221,6 +227,10 @@ def test_no_payload_ran(submitted: SubmittedJobs) -> None:
     assert not submitted.canary.exists()
 
 
+def test_every_step_published_its_outputs(submitted: SubmittedJobs) -> None:
+    assert sorted(path.name for path in (submitted.workdir / "outputs").iterdir()) == sorted(submitted.ids)
+
+
 def test_directives_in_a_script_body_are_ignored(submitted: SubmittedJobs) -> None:
     # Read from inside the job: right after a job ends, sacct can still show the placeholder
     # JobName "allocation" for a few seconds.
@@ -252,6 +262,13 @@ def test_rendered_array_directive_is_accepted_by_sbatch() -> None:
     result = sbatch_test_only(make_job(SHARED_TEST_ROOT, array="0-15:4%2"), sbatch_environment(os.environ))
     assert result.returncode == 0, result.stderr
     assert "to start at" in result.stderr
+
+
+def test_rendered_signal_directive_is_accepted_by_sbatch() -> None:
+    ensure_account(ACCOUNT, [USER])
+    job = make_job(SHARED_TEST_ROOT, signal_before_limit_s=60, time_limit_minutes=5)
+    result = sbatch_test_only(job, sbatch_environment(os.environ))
+    assert result.returncode == 0, result.stderr
 
 
 def test_sbatch_environment_keeps_sbatch_variables_from_overriding_directives() -> None:
@@ -296,6 +313,9 @@ SBATCH_INJECTIONS = [
         ("working_dir", lambda p: {"working_dir": f"/var/tmp/{p}"}),
         ("gateway_job_id", lambda p: {"gateway_job_id": f"g{p}"}),
         ("unix_user", lambda p: {"unix_user": f"alice{p}"}),
+        # The step names directories and links in the working directory; dependencies are ids.
+        ("step_name", lambda p: {"step_name": f"s{p}"}),
+        ("dependencies[1]", lambda p: {"dependencies": ("1", f"2{p}")}),
     ],
 )
 def test_directive_injections_are_rejected_naming_the_field(field: str, changes: Any, payload: str) -> None:
@@ -344,6 +364,11 @@ def test_runtime_option_injections_are_rejected_naming_the_field(
         ({"env": {"LD_PRELOAD": "/tmp/x.so"}}, "env.LD_PRELOAD"),
         ({"env": {"BASH_ENV": "/tmp/x.sh"}}, "env.BASH_ENV"),
         ({"env": {"SBATCH_ACCOUNT": "root"}}, "env.SBATCH_ACCOUNT"),
+        ({"env": {"SGW_OUTPUT_DIR": "/etc"}}, "env.SGW_OUTPUT_DIR"),
+        ({"step_name": "../../etc"}, "step_name"),
+        ({"step_name": ".."}, "step_name"),
+        ({"dependencies": ("1;touch CANARY",)}, "dependencies[0]"),
+        ({"dependencies": ("1", "$(touch CANARY)")}, "dependencies[1]"),
         ({"command": None, "script": "echo hi\x00"}, "script"),
     ],
 )

@@ -151,6 +151,8 @@ def test_env_names_must_be_upper_case(name: str) -> None:
         "SALLOC_PARTITION",
         "PMIX_RANK",
         "PMI_RANK",
+        "SGW_OUTPUT_DIR",
+        "SGW_STEP",
     ],
 )
 def test_denied_env_names_are_rejected_naming_the_variable(name: str) -> None:
@@ -299,9 +301,15 @@ def test_a_reasonable_job_validates() -> None:
             constraints=("ib", "h100"),
             env={"A": "b"},
             array="0-3",
+            step_name="post-process_2.v1",
+            dependencies=("1", "4294967295", "12_0", "12_1000"),
+            heartbeat="program",
+            heartbeat_interval_s=60,
+            signal_before_limit_s=3599,
         )
     )
     validate_batch_job(make_job(command=None, script="echo hi\n"))
+    validate_batch_job(make_job(heartbeat="off", heartbeat_interval_s=1, signal_before_limit_s=10))
 
 
 @pytest.mark.parametrize(
@@ -344,7 +352,46 @@ def test_a_reasonable_job_validates() -> None:
         ({"script": "echo both"}, "command"),
         ({"command": ("echo", "a\x00")}, "command[1]"),
         ({"command": None, "script": "echo\r\n"}, "script"),
+        ({"step_name": ""}, "step_name"),
+        ({"step_name": "."}, "step_name"),
+        ({"step_name": ".."}, "step_name"),
+        ({"step_name": ".hidden"}, "step_name"),
+        ({"step_name": "a/b"}, "step_name"),
+        ({"step_name": "../x"}, "step_name"),
+        ({"step_name": "two words"}, "step_name"),
+        ({"step_name": "x" * 129}, "step_name"),
+        ({"step_name": "a\nb"}, "step_name"),
+        ({"step_name": None}, "step_name"),
+        ({"dependencies": ("",)}, "dependencies[0]"),
+        ({"dependencies": ("0",)}, "dependencies[0]"),
+        ({"dependencies": ("012",)}, "dependencies[0]"),
+        ({"dependencies": ("12", "abc")}, "dependencies[1]"),
+        ({"dependencies": ("12_",)}, "dependencies[0]"),
+        ({"dependencies": ("12_x",)}, "dependencies[0]"),
+        ({"dependencies": ("12_[1-3]",)}, "dependencies[0]"),
+        ({"dependencies": ("12:13",)}, "dependencies[0]"),
+        ({"dependencies": ("12,13",)}, "dependencies[0]"),
+        ({"dependencies": ("afterany:12",)}, "dependencies[0]"),
+        ({"dependencies": ("12345678901",)}, "dependencies[0]"),
+        ({"dependencies": ("\u0661",)}, "dependencies[0]"),
+        ({"dependencies": (12,)}, "dependencies[0]"),
+        ({"dependencies": tuple(str(i) for i in range(1, 66))}, "dependencies"),
+        ({"heartbeat": "sometimes"}, "heartbeat"),
+        ({"heartbeat_interval_s": 0}, "heartbeat_interval_s"),
+        ({"heartbeat_interval_s": 61}, "heartbeat_interval_s"),
+        ({"heartbeat_interval_s": True}, "heartbeat_interval_s"),
+        ({"signal_before_limit_s": 9}, "signal_before_limit_s"),
+        ({"signal_before_limit_s": 65536}, "signal_before_limit_s"),
+        ({"signal_before_limit_s": 3600}, "signal_before_limit_s"),
+        ({"signal_before_limit_s": "60"}, "signal_before_limit_s"),
     ],
 )
 def test_each_bad_field_is_named(changes: dict[str, Any], field: str) -> None:
     assert field_of(validate_batch_job, make_job(**changes)) == field
+
+
+def test_a_signal_before_the_time_limit_must_leave_time_to_run() -> None:
+    with pytest.raises(JobSpecError, match="shorter than the time limit") as excinfo:
+        validate_batch_job(make_job(time_limit_minutes=1, signal_before_limit_s=60))
+    assert excinfo.value.field == "signal_before_limit_s"
+    validate_batch_job(make_job(time_limit_minutes=1, signal_before_limit_s=59))

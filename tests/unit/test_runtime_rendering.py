@@ -163,6 +163,8 @@ RUNTIME_FIELD_INJECTIONS = [
     ({"fabric": PartitionFabric(env={"LD_PRELOAD": "/x.so"})}, "fabric.env"),
     ({"fabric": PartitionFabric(env={"A;B": "x"})}, "fabric.env"),
     ({"fabric": PartitionFabric(env={"OMPI_MCA_btl": "tcp\nexport X=1"})}, "fabric.env.OMPI_MCA_btl"),
+    ({"runtime": RayRuntime(), "signal_before_limit_s": 60}, "signal_before_limit_s"),
+    ({"runtime": JuliaRuntime(), "signal_before_limit_s": 60}, "signal_before_limit_s"),
 ]
 
 
@@ -173,8 +175,32 @@ def test_unsafe_runtime_values_are_refused_naming_the_field(changes: dict[str, A
     assert caught.value.field == field
 
 
+def test_usr2_is_refused_for_runtimes_whose_program_is_a_watching_shell() -> None:
+    with pytest.raises(JobSpecError, match="script, mpi and torchrun"):
+        render_batch_script(make_job(runtime=RayRuntime(), signal_before_limit_s=60))
+
+
+@pytest.mark.parametrize("runtime", [MpiRuntime(), MpiRuntime(launcher="mpirun"), TorchrunRuntime()])
+def test_usr2_dependencies_and_arrays_pass_shellcheck_with_launchers(runtime: Any, tmp_path: Path) -> None:
+    job = make_job(runtime=runtime, signal_before_limit_s=60, dependencies=("7",), array="0-1")
+    script = render_batch_script(job)
+    assert "trap 'kill -USR2 \"$sgw_child\" 2>/dev/null || true' USR2" in script
+    result = shellcheck(script, tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
+def test_runtime_lines_run_inside_the_wrapper_function() -> None:
+    lines = render_batch_script(RUNTIME_JOBS["ray"]).splitlines()
+    start, end = lines.index("sgw_main() {"), lines.index('sgw_main "$@" &')
+    assert lines[end - 1] == "}"
+    body = lines[start + 1 : end - 1]
+    assert body[-1].startswith("sgw_run_watched python3 driver.py")
+    assert "trap sgw_stop_launchers EXIT" in body
+
+
 def test_mpi_passes_tasks_and_cpus_per_task_to_srun_explicitly() -> None:
-    launch = render_batch_script(make_job()).splitlines()[-1]
+    lines = render_batch_script(make_job()).splitlines()
+    launch = lines[lines.index('sgw_main "$@" &') - 2]
     assert (
         launch
         == "exec srun --mpi=pmix --nodes=2 --ntasks-per-node=2 --cpus-per-task=2 ./allreduce --size '1 MiB'"

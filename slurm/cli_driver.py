@@ -137,36 +137,20 @@ class CliSlurmDriver:
     def poll(self, slurm_job_ids: Sequence[str]) -> dict[str, JobObservation]:
         """One squeue call for all ids, then one sacct call for those squeue cannot settle.
 
-        Keys are Slurm's ids: the requested ones plus, for an array, each task ("123_4"); a
-        requested array id gets an observation summarising its tasks. A job Slurm reports as
-        ended is returned as COMPLETING until its accounting record is complete (exit code,
-        full node list), so a terminal observation is always final. Unknown ids are absent.
+        Keys are Slurm's ids: the requested ones plus, for an array, each task ("123_4", one
+        per index of a pending range); a requested array id gets an observation summarising its
+        tasks, with every task in ``array_tasks``. A task squeue no longer shows but sacct does
+        appears once, with sacct's data. A job Slurm reports as ended is returned as COMPLETING
+        until its accounting record is complete (exit code, full node list), so a terminal
+        observation is always final. Unknown ids are absent.
         """
         requested = _checked_job_ids(slurm_job_ids)
         if not requested:
             return {}
-        queued = {row.job_id: row for row in self._squeue_jobs(requested)}
-        observations = {
-            job_id: queue_observation(row)
-            for job_id, row in queued.items()
-            if row.state not in TERMINAL_STATES
-        }
-        unsettled = [job_id for job_id in requested if not _settled(job_id, observations, queued)]
-        if unsettled:
-            for row in self._sacct_jobs(unsettled):
-                if row.job_id not in observations:
-                    observations[row.job_id] = _accounting_or_queue(row, queued.get(row.job_id))
-        for job_id, row in queued.items():
-            # Ended in slurmctld but slurmdbd has no record yet: not final until it has.
-            if job_id not in observations:
-                observations[job_id] = _still_completing(queue_observation(row))
-        for job_id in requested:
-            tasks = [obs for key, obs in observations.items() if key.startswith(f"{job_id}_")]
-            # Replaces any row of its own: while an array ends, sacct can briefly list its last
-            # task (whose raw id is the array id) as a plain job with the array id.
-            if tasks:
-                observations[job_id] = summarize_array(job_id, tasks)
-        return observations
+        queued = self._squeue_jobs(requested)
+        unsettled = unsettled_job_ids(requested, queued)
+        accounted = self._sacct_jobs(unsettled) if unsettled else []
+        return poll_observations(requested, queued, accounted)
 
     def cancel(self, slurm_job_id: str) -> None:
         """``scancel`` the job; a job that already ended or that Slurm forgot is not an error."""
@@ -249,6 +233,48 @@ def parse_test_only_start(stderr: str) -> int | None:
     return int(match["start"]) if match else None
 
 
+def unsettled_job_ids(requested: Sequence[str], queued: Sequence[QueueRow]) -> list[str]:
+    """The requested ids squeue alone cannot answer for, to look up in sacct: all but the jobs
+    and tasks it shows that have not ended.
+
+    An array id always needs sacct (squeue shows only its tasks): slurmctld forgets each ended
+    task after MinJobAge while the others still pend or run, and then only sacct knows it.
+    """
+    live = {key for row in queued if row.state not in TERMINAL_STATES for key in row.task_keys}
+    return [job_id for job_id in requested if job_id not in live]
+
+
+def poll_observations(
+    requested: Sequence[str], queued: Sequence[QueueRow], accounted: Sequence[AccountingRow]
+) -> dict[str, JobObservation]:
+    """The result of ``CliSlurmDriver.poll`` from its squeue rows and sacct records.
+
+    squeue answers for what has not ended; sacct for the rest, or COMPLETING while its record
+    is incomplete or missing. Each task of a range row ("123_[5-9%2]") is its own key.
+    """
+    queue_rows = {key: row for row in queued for key in row.task_keys}
+    observations = {
+        key: _keyed(queue_observation(row), key)
+        for key, row in queue_rows.items()
+        if row.state not in TERMINAL_STATES
+    }
+    for record in accounted:
+        for key in record.task_keys:
+            if key not in observations:
+                observations[key] = _keyed(_accounting_or_queue(record, queue_rows.get(key)), key)
+    for key, row in queue_rows.items():
+        # Ended in slurmctld but slurmdbd has no record yet: not final until it has.
+        if key not in observations:
+            observations[key] = _still_completing(_keyed(queue_observation(row), key))
+    for job_id in requested:
+        tasks = [obs for key, obs in observations.items() if key.startswith(f"{job_id}_")]
+        # Replaces any row of its own: while an array ends, sacct can briefly list its last
+        # task (whose raw id is the array id) as a plain job with the array id.
+        if tasks:
+            observations[job_id] = summarize_array(job_id, tasks)
+    return observations
+
+
 def _checked_job_ids(job_ids: Iterable[str]) -> list[str]:
     checked = list(dict.fromkeys(job_ids))
     for job_id in checked:
@@ -257,10 +283,11 @@ def _checked_job_ids(job_ids: Iterable[str]) -> list[str]:
     return checked
 
 
-def _settled(job_id: str, observations: Mapping[str, JobObservation], queued: Mapping[str, QueueRow]) -> bool:
-    """Whether squeue alone answered for ``job_id``: known, and neither it nor a task has ended."""
-    mine = [key for key in queued if key == job_id or key.startswith(f"{job_id}_")]
-    return bool(mine) and all(key in observations for key in mine)
+def _keyed(observation: JobObservation, key: str) -> JobObservation:
+    """``observation`` under ``key`` (one task of a pending range shares the range's row)."""
+    if observation.slurm_job_id == key:
+        return observation
+    return msgspec.structs.replace(observation, slurm_job_id=key)
 
 
 def _accounting_or_queue(row: AccountingRow, queued: QueueRow | None) -> JobObservation:

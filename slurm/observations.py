@@ -5,6 +5,17 @@ from __future__ import annotations
 import msgspec
 
 
+class ArrayTaskObservation(msgspec.Struct, frozen=True, kw_only=True):
+    """One task of a job array, as the same poll saw it."""
+
+    task_id: int
+    # Slurm's base state word, as in JobObservation.state.
+    state: str
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+
+
 class JobObservation(msgspec.Struct, frozen=True, kw_only=True):
     """One Slurm job's state as seen by one poll (squeue while queued, sacct after)."""
 
@@ -24,6 +35,9 @@ class JobObservation(msgspec.Struct, frozen=True, kw_only=True):
     expected_start_time: int | None = None
     # The gateway job id carried in --comment, when the job is one of ours.
     gateway_job_id: str | None = None
+    # For a job array (this observation summarises it): every task Slurm reported, by task id.
+    # Pending tasks Slurm still holds as one record ("123_[4-9]") count one entry per index.
+    array_tasks: tuple[ArrayTaskObservation, ...] = ()
 
     @property
     def is_terminal(self) -> bool:

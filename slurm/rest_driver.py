@@ -84,19 +84,26 @@ class RestSlurmDriver:
     def poll(self, slurm_job_ids: Sequence[str]) -> dict[str, JobObservation]:
         """Observe these jobs: slurmctld's listing first, slurmdbd for those it no longer holds.
 
-        Keys as the CLI driver's: the requested ids plus, for an array, each task ("123_4").
-        slurmctld keeps an ended job for MinJobAge with its final exit code and full node list,
-        so a terminal observation from it is final.
+        Keys as the CLI driver's: the requested ids plus, for an array, each task ("123_4"),
+        with every task in the array's ``array_tasks``. slurmctld keeps an ended job for
+        MinJobAge with its final exit code and full node list, so a terminal observation from
+        it is final. It forgets an array's ended tasks one by one while others still run, so
+        arrays are also looked up in slurmdbd, whose record counts only for tasks slurmctld no
+        longer shows (its exit codes are less reliable, see ``slurm.rest_v0038``).
         """
         wanted = _checked_job_ids(slurm_job_ids)
         if not wanted:
             return {}
-        live = self._listing(rest_v0038.JOBS_PATH, "jobs", "list jobs")
-        found = rest_v0038.observations_for(
-            wanted, ((rest_v0038.live_keys(r), rest_v0038.live_observation(r)) for r in live)
-        )
-        found.update(self._recorded_observations([job_id for job_id in wanted if job_id not in found]))
-        return found
+        live = [
+            (rest_v0038.live_keys(r), rest_v0038.live_observation(r))
+            for r in self._listing(rest_v0038.JOBS_PATH, "jobs", "list jobs")
+        ]
+        found = rest_v0038.observations_for(wanted, live)
+        unsettled = [job_id for job_id in wanted if job_id not in found or found[job_id].array_tasks]
+        if not unsettled:
+            return found
+        # Later pairs win: slurmctld's view of a task it still holds over slurmdbd's.
+        return rest_v0038.observations_for(wanted, [*self._recorded(unsettled), *live])
 
     def find_submitted(self, gateway_job_ids: Sequence[str]) -> dict[str, str]:
         """Slurm ids (array ids for arrays) of jobs whose comment is ``sgw:<gateway id>``.
@@ -112,15 +119,14 @@ class RestSlurmDriver:
         candidates += self._recorded_submissions()
         return _newest_submissions(wanted, candidates)
 
-    def _recorded_observations(self, slurm_job_ids: Sequence[str]) -> dict[str, JobObservation]:
-        """Observations from slurmdbd (jobs slurmctld let go of after MinJobAge)."""
-        found: dict[str, JobObservation] = {}
+    def _recorded(self, slurm_job_ids: Sequence[str]) -> list[tuple[list[str], JobObservation]]:
+        """slurmdbd's records of these jobs (and their arrays' tasks), with their Slurm ids."""
+        pairs: list[tuple[list[str], JobObservation]] = []
         for start in range(0, len(slurm_job_ids), _DB_QUERY_CHUNK):
             chunk = slurm_job_ids[start : start + _DB_QUERY_CHUNK]
             records = self._listing(rest_v0038.db_jobs_path(chunk), "jobs", "read job accounting")
-            pairs = ((rest_v0038.accounting_keys(r), rest_v0038.accounting_observation(r)) for r in records)
-            found.update(rest_v0038.observations_for(chunk, pairs))
-        return found
+            pairs += [(rest_v0038.accounting_keys(r), rest_v0038.accounting_observation(r)) for r in records]
+        return pairs
 
     def _recorded_submissions(self) -> list[tuple[list[str], JobObservation]]:
         """slurmdbd's jobs submitted in the last ``find_window_s``, with their Slurm ids."""

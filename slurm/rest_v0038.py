@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from slurm.array_summary import summarize_array
+from slurm.array_summary import array_task_ids, summarize_array
 from slurm.batch_job import GATEWAY_COMMENT_PREFIX, BatchJob
 from slurm.errors import JobSpecError, SlurmOutputError, SlurmRejected, SlurmUnavailable
 from slurm.observations import TERMINAL_STATES, JobObservation, PartitionCapacity
@@ -46,6 +46,7 @@ BASE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 _REQUEST_ERRORS = range(2000, 3000)
 ESLURM_INVALID_JOB_ID = 2017
 ESLURM_ALREADY_DONE = 2021
+ESLURM_REST_EMPTY_RESULT = 9003
 # Which BatchJob / JobSpec field a refusal most likely points at.
 _FIELD_BY_ERROR = {
     2000: "partition",  # ESLURM_INVALID_PARTITION_NAME
@@ -86,12 +87,21 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
     ``script`` is ``slurm.batch_script.render_batch_script(job)``, which has validated ``job``;
     its #SBATCH lines are ignored by slurmrestd, so the properties repeat them. Raises
     JobSpecError for ``switches``: 22.05's parser lists required_switches and wait_for_switch
-    but refuses both ("Operation not permitted"), so that placement needs the CLI driver.
+    but refuses both ("Operation not permitted"), so that placement needs the CLI driver. And
+    for ``signal_before_limit_s``: 22.05 honours the "B:" (batch shell) prefix of ``signal``
+    only inside sbatch and refuses "B:USR2@60" here ("Invalid SIGNAL specification"), while
+    "USR2@60" never reaches the batch shell the gateway's script traps it in.
     """
     if job.switches is not None:
         raise JobSpecError(
             "switches",
             "slurmrestd 22.05 cannot place a job by leaf switches; drop 'switches' or use the cli driver",
+        )
+    if job.signal_before_limit_s is not None:
+        raise JobSpecError(
+            "signal_before_limit_s",
+            "slurmrestd 22.05 cannot signal the batch script before the time limit; "
+            "drop 'signal_before_limit_s' or use the cli driver",
         )
     output_pattern = "%A_%a" if job.array is not None else "%j"
     properties: dict[str, Any] = {
@@ -119,6 +129,8 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
         # "&": every listed feature is required.
         "constraints": "&".join(job.constraints) or None,
         "array": job.array,
+        # Slurm job ids, each checked: the value is one string of Slurm's dependency syntax.
+        "dependency": _afterok(job.dependencies),
     }
     if job.exclusive:
         # The values 22.05 accepts: "exclusive", "user", "mcs" (not "true", its schema says).
@@ -156,9 +168,10 @@ def submitted_job_id(status: int, body: Mapping[str, Any]) -> str:
 def checked_listing(status: int, body: Mapping[str, Any], key: str, what: str) -> list[Mapping[str, Any]]:
     """The ``key`` list of a read answer; SlurmUnavailable when slurmrestd reports errors.
 
-    Reads never fail for user reasons, so any error (a bad token included) is unavailability.
+    Reads never fail for user reasons, so any error (a bad token included) is unavailability,
+    except slurmdbd's "Nothing found with query" for jobs it has no record of (yet): empty.
     """
-    errors = response_errors(body)
+    errors = [error for error in response_errors(body) if error.number != ESLURM_REST_EMPTY_RESULT]
     if status != 200 or errors:
         raise SlurmUnavailable(f"slurmrestd could not {what}: {_summary(status, errors)}")
     items = body.get(key)
@@ -333,29 +346,16 @@ def _task_keys(job_id: object, array_job_id: object, task_id: object, task_strin
         return [str(job_id)]
     if isinstance(task_id, int):
         return [f"{array_job_id}_{task_id}"]
-    return [f"{array_job_id}_{index}" for index in _expand_task_string(str(task_string or ""))]
+    return [f"{array_job_id}_{index}" for index in array_task_ids(str(task_string or ""))]
 
 
-def _expand_task_string(text: str) -> list[int]:
-    """Indices of an array's pending remainder: "1-2%1", "3,5-9:2", or slurmctld's hex bitmap
-    form "0xE%2" (bit i set: task i), which it uses for most arrays and squeue decodes."""
-    spec = text.split("%", maxsplit=1)[0]
-    if spec.startswith("0x"):
-        try:
-            bitmap = int(spec, 16)
-        except ValueError as exc:
-            raise SlurmOutputError(f"unrecognised array task bitmap {text[:40]!r}") from exc
-        return [index for index in range(bitmap.bit_length()) if bitmap >> index & 1]
-    indices: list[int] = []
-    for item in spec.split(","):
-        if not item:
-            continue
-        bounds, _, step = item.partition(":")
-        first, _, last = bounds.partition("-")
-        if not (first.isdigit() and (last or first).isdigit() and (step or "1").isdigit()):
-            raise SlurmOutputError(f"unrecognised array task expression {text[:40]!r}")
-        indices.extend(range(int(first), int(last or first) + 1, max(int(step or 1), 1)))
-    return indices
+def _afterok(dependencies: Sequence[str]) -> str | None:
+    if not dependencies:
+        return None
+    for job_id in dependencies:
+        if not job_id.isascii() or not job_id.isdigit():
+            raise JobSpecError("dependencies", f"not a Slurm job id: {job_id[:30]!r}")
+    return "afterok:" + ":".join(dependencies)
 
 
 def _gres(job: BatchJob) -> str | None:

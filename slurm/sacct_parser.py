@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slurm.array_summary import task_keys
 from slurm.errors import SlurmOutputError
 from slurm.hostlist import count_hosts
 from slurm.observations import TERMINAL_STATES, JobObservation
@@ -37,7 +38,8 @@ class AccountingRow:
 
     # The unique numeric id; for array tasks it differs from job_id ("11" for "10_0").
     raw_job_id: str
-    # The id as users see it: "123", or "123_4" for an array task.
+    # The id as users see it: "123", "123_4" for an array task, "123_[5-9%2]" for the tasks
+    # that have not started yet.
     job_id: str
     state: str
     exit_code: int | None
@@ -54,6 +56,11 @@ class AccountingRow:
     def parent_job_id(self) -> str:
         """The id sbatch printed: the array job id for a task, the job id otherwise."""
         return self.job_id.split("_", 1)[0]
+
+    @property
+    def task_keys(self) -> list[str]:
+        """The ids this record stands for: its job id, or one "123_<index>" per pending task."""
+        return task_keys(self.job_id)
 
     @property
     def gateway_job_id(self) -> str | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slurm.array_summary import task_keys
 from slurm.batch_job import GATEWAY_COMMENT_PREFIX
 from slurm.errors import SlurmOutputError
 from slurm.observations import TERMINAL_STATES, JobObservation
 from slurm.slurm_values import base_state, epoch_or_none, text_or_none
 
-# %i job id (array tasks as 123_4, unsplit pending tasks as 123_[5-9]), %T state, %r reason,
+# %i job id (array tasks as 123_4; without --array, the not yet split pending tasks as one row
+# 123_[5-9%2]), %T state, %r reason,
 # %V submit, %S start (the estimate while pending), %e end, %D nodes, %N node list,
 # %P partition(s), %k comment.
 SQUEUE_FORMAT = "%i|%T|%r|%V|%S|%e|%D|%N|%P|%k"
@@ -40,6 +42,11 @@ class QueueRow:
     def parent_job_id(self) -> str:
         """The id sbatch printed: the array job id for a task, the job id otherwise."""
         return self.job_id.split("_", 1)[0]
+
+    @property
+    def task_keys(self) -> list[str]:
+        """The ids this row stands for: its job id, or one "123_<index>" per task of a range."""
+        return task_keys(self.job_id)
 
     @property
     def gateway_job_id(self) -> str | None:

@@ -132,6 +132,28 @@ def test_array_tasks_and_parent(driver: CliSlurmDriver) -> None:
     assert all(obs.state == "COMPLETED" for obs in result.values())
 
 
+def test_array_tasks_report_their_own_state_and_exit_code(driver: CliSlurmDriver) -> None:
+    # Task 2 fails with exit 3; %2 keeps tasks 2 and 3 pending while 0 and 1 run.
+    script = 'sleep 3\n[ "$SLURM_ARRAY_TASK_ID" != 2 ] || exit 3'
+    slurm_id = driver.submit(make_job("array-tasks", array="0-3%2", script=script))
+    try:
+        seen = poll_until(driver, slurm_id, lambda o: o.is_terminal)
+    finally:
+        driver.cancel(slurm_id)
+    waiting = [o for o in seen if {t.state for t in o.array_tasks} == {"RUNNING", "PENDING"}]
+    assert waiting, [o.array_tasks for o in seen]
+    assert [t.task_id for t in waiting[0].array_tasks] == [0, 1, 2, 3]
+    assert {t.reason for t in waiting[0].array_tasks if t.state == "PENDING"} == {"JobArrayTaskLimit"}
+    final = seen[-1]
+    assert (final.state, final.exit_code) == ("FAILED", 3)
+    assert {t.task_id: (t.state, t.exit_code) for t in final.array_tasks} == {
+        0: ("COMPLETED", 0),
+        1: ("COMPLETED", 0),
+        2: ("FAILED", 3),
+        3: ("COMPLETED", 0),
+    }
+
+
 def test_bad_account_is_rejected_naming_the_field(driver: CliSlurmDriver) -> None:
     with pytest.raises(SlurmRejected) as excinfo:
         driver.submit(make_job("badaccount", account="sgw_cli_no_such_account"))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from slurm import rest_v0038
 from slurm.batch_job import BatchJob
-from slurm.errors import SlurmRejected, SlurmUnavailable
+from slurm.errors import JobSpecError, SlurmRejected, SlurmUnavailable
 from slurm.observations import JobObservation
 from slurm.rest_driver import RestSlurmDriver
 from tests.integration.slurm_cluster import (
@@ -112,6 +113,71 @@ def test_an_array_is_polled_under_its_id_with_each_task(driver: RestSlurmDriver)
     assert (Path(job.working_dir) / f"slurm-{array_id}_1.out").exists()
 
 
+# Task 2 fails with exit 3; %2 keeps tasks 2 and 3 pending while 0 and 1 run.
+ARRAY_SCRIPT = 'sleep 3\n[ "$SLURM_ARRAY_TASK_ID" != 2 ] || exit 3'
+
+
+def task_states(observation: JobObservation) -> dict[int, tuple[str, int | None]]:
+    return {task.task_id: (task.state, task.exit_code) for task in observation.array_tasks}
+
+
+def test_an_array_reports_each_task_while_running_and_after_the_end(driver: RestSlurmDriver) -> None:
+    array_id = driver.submit(rest_job(array="0-3%2", script=ARRAY_SCRIPT))
+    try:
+        seen: list[JobObservation] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (seen and seen[-1].is_terminal):
+            observation = driver.poll([array_id]).get(array_id)
+            seen += [observation] if observation is not None else []
+            time.sleep(0.5)
+    finally:
+        driver.cancel(array_id)
+    assert seen and seen[-1].is_terminal
+    # While 0 and 1 run, 2 and 3 wait behind the %2 throttle, each under its own id.
+    waiting = [o for o in seen if {t.state for t in o.array_tasks} == {"RUNNING", "PENDING"}]
+    assert waiting, [task_states(o) for o in seen]
+    assert [t.task_id for t in waiting[0].array_tasks] == [0, 1, 2, 3]
+    assert {t.reason for t in waiting[0].array_tasks if t.state == "PENDING"} == {"JobArrayTaskLimit"}
+    final = seen[-1]
+    assert (final.state, final.exit_code) == ("FAILED", 3)
+    assert task_states(final) == {
+        0: ("COMPLETED", 0),
+        1: ("COMPLETED", 0),
+        2: ("FAILED", 3),
+        3: ("COMPLETED", 0),
+    }
+
+
+def test_a_dependent_job_waits_for_its_parent(driver: RestSlurmDriver) -> None:
+    parent_id = driver.submit(rest_job(script="sleep 4"))
+    child_id = driver.submit(rest_job(dependencies=(parent_id,)))
+    try:
+        waiting = wait_for(driver, child_id, {"PENDING"})
+        assert waiting.reason == "Dependency"
+        assert job_dependency(child_id) == f"afterok:{parent_id}(unfulfilled)"
+        assert wait_for(driver, parent_id, {"COMPLETED", "FAILED"}).state == "COMPLETED"
+        done = wait_for(driver, child_id, {"COMPLETED", "FAILED", "CANCELLED"})
+        assert (done.state, done.exit_code) == ("COMPLETED", 0)
+    finally:
+        driver.cancel(parent_id)
+        driver.cancel(child_id)
+
+
+def job_dependency(job_id: str) -> str:
+    """The Dependency= field of ``scontrol show job``."""
+    fields = run_command(["scontrol", "show", "job", job_id]).stdout.split()
+    return next(field for field in fields if field.startswith("Dependency=")).removeprefix("Dependency=")
+
+
+def test_a_signal_before_the_limit_is_refused_as_slurmrestd_cannot_send_it(driver: RestSlurmDriver) -> None:
+    # 22.05's slurmrestd refuses "B:USR2@60" (tests/unit/fixtures/slurmrestd/submit_signal_batch_shell.json).
+    job = rest_job(signal_before_limit_s=60)
+    with pytest.raises(JobSpecError) as caught:
+        driver.submit(job)
+    assert caught.value.field == "signal_before_limit_s"
+    assert driver.find_submitted([job.gateway_job_id]) == {}
+
+
 def test_cancelling_an_unknown_job_is_not_an_error(driver: RestSlurmDriver) -> None:
     driver.cancel("99999999")
 
@@ -137,7 +203,7 @@ def test_ended_jobs_are_found_in_accounting(driver: RestSlurmDriver) -> None:
     wait_for_state(ok_id)
     wait_for_state(failed_id)
 
-    recorded = driver._recorded_observations([ok_id, failed_id])
+    recorded = rest_v0038.observations_for([ok_id, failed_id], driver._recorded([ok_id, failed_id]))
 
     assert (recorded[ok_id].state, recorded[ok_id].exit_code, recorded[ok_id].gateway_job_id) == (
         "COMPLETED",

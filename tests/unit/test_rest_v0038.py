@@ -10,7 +10,7 @@ import pytest
 
 from slurm import rest_v0038
 from slurm.batch_job import BatchJob
-from slurm.errors import SlurmRejected, SlurmUnavailable
+from slurm.errors import JobSpecError, SlurmRejected, SlurmUnavailable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurmrestd"
 
@@ -296,3 +296,93 @@ def test_pending_remainders_expand_to_tasks(task_string: str, keys: list[str]) -
     # slurmctld writes the remainder as a range list or, seen on this cluster, a hex bitmap.
     record = {"job_id": 9, "array_job_id": 9, "array_task_id": None, "array_task_string": task_string}
     assert rest_v0038.live_keys(record) == keys
+
+
+def test_submission_body_waits_for_dependencies_with_afterok() -> None:
+    properties = rest_v0038.submission_body(gpu_job(dependencies=("61", "62")), "x")["job"]
+    assert properties["dependency"] == "afterok:61:62"
+    assert "dependency" not in rest_v0038.submission_body(gpu_job(), "x")["job"]
+    with pytest.raises(JobSpecError) as excinfo:
+        rest_v0038.submission_body(gpu_job(dependencies=("61", "62,after:1")), "x")
+    assert excinfo.value.field == "dependencies"
+
+
+def test_every_submitted_property_is_in_the_v0038_schema() -> None:
+    _, openapi = recorded("openapi_job_properties")
+    known = openapi["components"]["schemas"]["v0.0.38_job_properties"]["properties"]
+    job = gpu_job(qos="high", array="0-3", exclusive=True, dependencies=("61",))
+    assert set(rest_v0038.submission_body(job, "x")["job"]) <= set(known)
+    assert known["dependency"]["type"] == "string"
+
+
+def test_a_signal_to_the_batch_shell_is_refused_before_slurmrestd() -> None:
+    # 22.05's slurmrestd refuses "B:USR2@60" (recorded); only sbatch honours the "B:" prefix.
+    status, answer = recorded("submit_signal_batch_shell")
+    assert (status, answer["errors"][0]["error"]) == (400, "Invalid SIGNAL specification")
+    with pytest.raises(JobSpecError) as excinfo:
+        rest_v0038.submission_body(gpu_job(signal_before_limit_s=60), "x")
+    assert excinfo.value.field == "signal_before_limit_s"
+
+
+# The array recording: --array=0-9%2 (array 551), task 2 exits 3, task 5 is killed by SIGKILL.
+def pairs_of(name: str, kind: str = "live") -> list[tuple[list[str], Any]]:
+    if kind == "live":
+        return [(rest_v0038.live_keys(r), rest_v0038.live_observation(r)) for r in listing(name)]
+    return [(rest_v0038.accounting_keys(r), rest_v0038.accounting_observation(r)) for r in listing(name)]
+
+
+def task_states(observation: Any) -> dict[int, tuple[str, str | None, int | None, int | None]]:
+    return {t.task_id: (t.state, t.reason, t.exit_code, t.signal) for t in observation.array_tasks}
+
+
+PENDING_TASK = ("PENDING", "JobArrayTaskLimit", None, None)
+COMPLETED_TASK = ("COMPLETED", None, 0, None)
+
+
+def test_a_running_array_reports_every_task_from_slurmctld() -> None:
+    # slurmctld: 0-3 ended, 4-5 running, 6-9 the remainder "6-9%2".
+    array = rest_v0038.observations_for(["551"], pairs_of("jobs_array_tasks"))["551"]
+    assert (array.state, array.gateway_job_id) == ("RUNNING", "fixture-tasks")
+    assert [task.task_id for task in array.array_tasks] == list(range(10))
+    assert task_states(array) == {
+        0: COMPLETED_TASK,
+        1: COMPLETED_TASK,
+        2: ("FAILED", None, 3, None),
+        3: COMPLETED_TASK,
+        4: ("RUNNING", None, None, None),
+        5: ("RUNNING", None, None, None),
+        **{task: PENDING_TASK for task in range(6, 10)},
+    }
+
+
+def test_an_ended_array_reports_each_exit_code_and_signal() -> None:
+    array = rest_v0038.observations_for(["551"], pairs_of("jobs_array_ended"))["551"]
+    tasks = task_states(array)
+    assert (array.state, tasks[2], tasks[5]) == ("FAILED", ("FAILED", None, 3, None), ("FAILED", None, 0, 9))
+    assert {tasks[task] for task in (0, 1, 3, 4, 6, 7, 8, 9)} == {COMPLETED_TASK}
+
+
+def test_slurmdbd_pending_bitmap_counts_each_task() -> None:
+    # slurmdbd writes the remainder as the bitmap "0x3C0" (tasks 6-9).
+    array = rest_v0038.observations_for(["551"], pairs_of("db_jobs_array_tasks", "db"))["551"]
+    assert [task.task_id for task in array.array_tasks] == list(range(10))
+    assert {task.state for task in array.array_tasks if task.task_id >= 6} == {"PENDING"}
+
+
+def test_tasks_slurmctld_forgot_come_once_from_slurmdbd_and_the_rest_from_slurmctld() -> None:
+    # As the driver merges them: slurmdbd's pairs first, slurmctld's (later, winning) after.
+    live_pairs = [pair for pair in pairs_of("jobs_array_ended") if pair[0][0] not in ("551_0", "551_5")]
+    observed = rest_v0038.observations_for(["551"], [*pairs_of("db_jobs_array_ended", "db"), *live_pairs])
+    tasks = task_states(observed["551"])
+    assert [task.task_id for task in observed["551"].array_tasks] == list(range(10))
+    # Task 2 from slurmctld keeps its exit 3 (slurmdbd says SUCCESS/0 for it); 0 and 5 only
+    # slurmdbd still knows: 5's signal survives there.
+    assert (tasks[0], tasks[2], tasks[5]) == (
+        COMPLETED_TASK,
+        ("FAILED", None, 3, None),
+        ("FAILED", None, 0, 9),
+    )
+
+
+def test_slurmdbd_knowing_none_of_the_jobs_is_an_empty_listing() -> None:
+    assert listing("db_jobs_nothing_found") == []

@@ -78,3 +78,25 @@ def test_malformed_exit_code_is_an_error() -> None:
     line = recorded("sacct_provisional.txt").replace("|0:0|", "|zero|")
     with pytest.raises(SlurmOutputError, match="exit code"):
         parse_sacct(line)
+
+
+def test_array_tasks_end_with_their_own_exit_code_or_signal() -> None:
+    rows = {row.job_id: row for row in parse_sacct(recorded("sacct_array_ended.txt"))}
+    assert len(rows) == 10
+    failed = accounting_observation(rows["551_2"])
+    killed = accounting_observation(rows["551_5"])
+    assert (failed.state, failed.exit_code, failed.signal) == ("FAILED", 3, None)
+    assert (killed.state, killed.exit_code, killed.signal) == ("FAILED", 0, 9)
+    # The last task to start has the array's own id as its raw id.
+    assert (rows["551_9"].raw_job_id, rows["551_9"].task_keys) == ("551", ["551_9"])
+
+
+def test_pending_array_remainder_stands_for_each_task() -> None:
+    rows = {row.job_id: row for row in parse_sacct(recorded("sacct_array_tasks.txt"))}
+    remainder = rows["551_[4-9%2]"]
+    assert remainder.task_keys == [f"551_{task}" for task in range(4, 10)]
+    assert (remainder.state, remainder.raw_job_id, remainder.reason) == (
+        "PENDING",
+        "551",
+        "JobArrayTaskLimit",
+    )

@@ -98,3 +98,37 @@ def test_time_not_in_epoch_format_is_an_error() -> None:
     line = recorded("squeue_poll.txt").splitlines()[-1].replace("1795325645", "2026-11-22T05:34:05", 1)
     with pytest.raises(SlurmOutputError, match="epoch"):
         parse_squeue(line)
+
+
+def test_without_array_the_pending_tasks_are_one_row_standing_for_each_task() -> None:
+    # squeue without --array (the poll passes it) prints the not yet split tasks as one range.
+    rows = {row.job_id: row for row in parse_squeue(recorded("squeue_array_range.txt"))}
+    remainder = rows["551_[6-9%2]"]
+    assert remainder.task_keys == ["551_6", "551_7", "551_8", "551_9"]
+    assert (remainder.state, remainder.reason, remainder.parent_job_id) == (
+        "PENDING",
+        "JobArrayTaskLimit",
+        "551",
+    )
+    assert rows["551_2"].task_keys == ["551_2"]
+    assert rows["551_2"].state == "FAILED"
+
+
+def test_with_array_every_task_has_its_own_row() -> None:
+    rows = parse_squeue(recorded("squeue_array_tasks.txt"))
+    keys = [key for row in rows for key in row.task_keys]
+    assert sorted(keys, key=lambda key: int(key.split("_")[1])) == [f"551_{task}" for task in range(10)]
+    assert rows[0].task_keys == [rows[0].job_id]
+
+
+def test_held_arrays_given_as_lists_and_steps_stand_for_each_task() -> None:
+    # --array=0-15:4%2 and --array=1,3,5-7, held, as squeue without --array prints them.
+    rows = {row.parent_job_id: row for row in parse_squeue(recorded("squeue_array_lists.txt"))}
+    assert rows["594"].task_keys == ["594_0", "594_4", "594_8", "594_12"]
+    assert rows["593"].task_keys == ["593_1", "593_3", "593_5", "593_6", "593_7"]
+
+
+def test_unreadable_task_range_is_an_error() -> None:
+    (row,) = parse_squeue(recorded("squeue_array_lists.txt").splitlines()[1].replace("5-7", "5-x"))
+    with pytest.raises(SlurmOutputError, match="array task expression"):
+        _ = row.task_keys

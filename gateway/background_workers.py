@@ -170,7 +170,7 @@ def build_job_workers(
         metrics=metrics,
         on_jobs_changed=on_jobs_changed,
     )
-    reconciler = JobReconciler(session_factory, driver, metrics=metrics)
+    reconciler = JobReconciler(session_factory, driver, job_root=config.slurm.job_root, metrics=metrics)
 
     def submit_step() -> bool:
         # Something moved: there may be more (a full batch, or jobs accepted meanwhile).

@@ -114,6 +114,9 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     # sbatch calls one submitter runs at once; a few overlap slurmctld round trips, more only
     # queue up inside slurmctld.
     submit_concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    # A running attempt whose heartbeat file is older than this is cancelled as hung (jobs may
+    # set their own limit, or turn the heartbeat off).
+    heartbeat_stale_s: Annotated[int, msgspec.Meta(ge=5, le=7 * 24 * 3600)] = 10
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

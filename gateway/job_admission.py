@@ -12,12 +12,14 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 import msgspec
 
-from gateway.job_schemas import JobSpec
+from gateway.job_schemas import JobSpec, RunSpec
 from slurm.batch_job import BatchJob, Runtime
 from slurm.errors import JobSpecError
+from slurm.job_layout import DEFAULT_STEP_NAME
 from slurm.job_validation import MAX_MEMORY_MB_PER_NODE, validate_array_spec, validate_batch_job
 from slurm.time_limits import parse_time_limit
 
@@ -26,6 +28,8 @@ RUNTIME_OPTION_FIELDS = ("mpi", "ray", "julia", "torchrun")
 SUPPORTED_RUNTIMES = frozenset({"script", *RUNTIME_OPTION_FIELDS})
 # Used when the spec gives none; one hour keeps forgotten jobs from holding nodes for days.
 DEFAULT_TIME_LIMIT = "60"
+
+SpecT = TypeVar("SpecT", bound=RunSpec)
 
 _MEMORY_PATTERN = re.compile(r"^(?P<amount>[0-9]{1,12})(?P<unit>[KMGT]?)B?$", re.IGNORECASE)
 _MB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -65,7 +69,7 @@ def job_working_dir(job_root: str, tenant_id: str, gateway_job_id: str) -> str:
     return str(PurePosixPath(job_root) / tenant_id / gateway_job_id)
 
 
-def admit_job_spec(spec: JobSpec, policy: TenantPolicy) -> JobSpec:
+def admit_job_spec(spec: SpecT, policy: TenantPolicy) -> SpecT:
     """Check ``spec`` against the tenant's policy and return it with defaults resolved.
 
     Fills in the partition (the tenant's first), the QOS (the tenant's default), the time limit
@@ -92,9 +96,21 @@ def admit_job_spec(spec: JobSpec, policy: TenantPolicy) -> JobSpec:
 
 
 def batch_job_from_spec(
-    spec: JobSpec, *, gateway_job_id: str, unix_user: str, account: str, working_dir: str, attempt: int = 1
+    spec: RunSpec,
+    *,
+    gateway_job_id: str,
+    unix_user: str,
+    account: str,
+    working_dir: str,
+    attempt: int = 1,
+    step_name: str = DEFAULT_STEP_NAME,
+    dependencies: tuple[str, ...] = (),
 ) -> BatchJob:
-    """The BatchJob for ``attempt`` of an admitted spec (see admit_job_spec); raises JobSpecError."""
+    """The BatchJob for ``attempt`` of an admitted spec (see admit_job_spec); raises JobSpecError.
+
+    ``step_name`` names the step's outputs and heartbeat (slurm.job_layout); ``dependencies``
+    are the Slurm job ids it must wait for (afterok).
+    """
     if spec.partition is None or spec.time_limit is None:
         raise JobSpecError("partition" if spec.partition is None else "time_limit", "spec was not admitted")
     return BatchJob(
@@ -124,6 +140,10 @@ def batch_job_from_spec(
             _switches_wait_minutes(spec.switches_wait) if spec.switches_wait is not None else None
         ),
         attempt=attempt,
+        step_name=step_name,
+        dependencies=dependencies,
+        heartbeat=spec.heartbeat.source if spec.heartbeat is not None else "wrapper",
+        signal_before_limit_s=spec.signal_before_limit_s,
     )
 
 
@@ -141,7 +161,7 @@ def memory_mb(text: str) -> int:
     return megabytes
 
 
-def _check_runtime(spec: JobSpec) -> None:
+def _check_runtime(spec: RunSpec) -> None:
     if spec.runtime not in SUPPORTED_RUNTIMES:
         supported = ", ".join(sorted(SUPPORTED_RUNTIMES))
         raise JobSpecError("runtime", f"unknown runtime {spec.runtime!r}; supported: {supported}")
@@ -161,7 +181,7 @@ def _switches_wait_minutes(text: str) -> int:
         raise JobSpecError("switches_wait", exc.message.replace("time limit", "wait")) from exc
 
 
-def _runtime(spec: JobSpec) -> Runtime:
+def _runtime(spec: RunSpec) -> Runtime:
     # The API's option structs mirror the domain's runtime structs field for field.
     options = getattr(spec, spec.runtime, None) if spec.runtime != "script" else None
     fields = msgspec.to_builtins(options) if options is not None else {}

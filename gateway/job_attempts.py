@@ -42,6 +42,11 @@ def next_attempt_values(
         "submitted_at": None,
         "started_at": None,
         "ended_at": None,
+        # What the ended attempt left behind describes it, not the next one.
+        "outputs": None,
+        "hung_at": None,
+        "array_tasks": None,
+        "submitted_after": None,
         # A fresh attempt has no submission tries yet: cancelling it before one stays local.
         "submit_attempts": 0,
         "lease_owner": None,

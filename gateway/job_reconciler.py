@@ -9,6 +9,17 @@ CANCEL_RESEND_S. SlurmUnavailable propagates to the loop, which backs off.
 An attempt that ends in an outcome the job's retry policy retries (gateway.job_retry_policy),
 with attempts left and no cancel asked for, is archived in job_attempts and the job goes back
 to ``accepted`` for its next attempt, due after the backoff; the submitter takes it from there.
+
+The same cycle also:
+
+- records a completed attempt's outputs (path, sha256, size) from the manifest its wrapper
+  wrote (staging.output_checkpoints), so a later retry can skip the step if they still verify;
+- watches heartbeats: a job Slurm reports RUNNING whose heartbeat file (slurm.job_layout) is
+  older than its ``heartbeat_stale_s`` is marked hung (``hung_at``) and cancelled; once Slurm
+  reports it ended it is ``hung``, an outcome ("HUNG") the retry policy may retry;
+- stores a job array's per-task states;
+- settles steps whose dependencies failed or were retried (gateway.step_dependencies) and
+  derives each live multi-step job's state from its steps' (gateway.workflow_states).
 """
 
 from __future__ import annotations
@@ -21,25 +32,36 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.job_admission import job_working_dir
 from gateway.job_attempts import next_attempt_values
 from gateway.job_retry_policy import retry_decision
 from gateway.job_schemas import RetryPolicy
-from gateway.job_service import Clock, as_utc, utc_now
 from gateway.job_states import (
     ACCEPTED,
     CANCELLED,
+    COMPLETED,
     DESIRED_CANCEL,
     DESIRED_RUN,
+    HUNG,
     IN_SLURM_STATES,
+    STEP,
     TERMINAL_STATES,
+    WORKFLOW,
     ObservedUpdate,
+    gateway_state,
     observed_update,
 )
 from gateway.metrics import Counter, MetricsRegistry
+from gateway.step_dependencies import StepDependencySettler
 from gateway.storage_models import Job, JobAttempt
+from gateway.timestamps import Clock, as_utc, utc_now
+from gateway.workflow_states import StepStatus, derive_workflow_status, step_status
 from slurm.driver import SlurmDriver
 from slurm.errors import SlurmError, SlurmUnavailable
+from slurm.job_layout import DEFAULT_STEP_NAME, heartbeat_file
 from slurm.observations import JobObservation
+from staging.heartbeat_files import last_heartbeat
+from staging.output_checkpoints import OutputsUnreadable, read_attempt_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +84,14 @@ class _LiveJob(msgspec.Struct, frozen=True, kw_only=True):
     desired_state: str
     state_reason: str | None
     exit_code: int | None
+    array_tasks: list[dict[str, object]] | None
+    attempt: int
+    tenant_id: str
+    # Whose working directory the job uses (a step shares its workflow's) and which step it is.
+    workdir_job_id: str
+    step_name: str
+    heartbeat_stale_s: int | None
+    hung: bool
 
 
 class JobReconciler:
@@ -72,15 +102,19 @@ class JobReconciler:
         session_factory: sessionmaker[Session],
         driver: SlurmDriver,
         *,
+        job_root: str,
         metrics: MetricsRegistry | None = None,
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``metrics``, when given, receives the reconciler's counters."""
+        """``job_root`` is where job working directories are (outputs and heartbeats are read
+        there); ``metrics``, when given, receives the reconciler's counters."""
         self._session_factory = session_factory
         self._driver = driver
+        self._job_root = job_root
         self._clock = clock
         self._monotonic = monotonic
+        self._dependencies = StepDependencySettler(session_factory, driver, clock=clock)
         self._cancel_sent_at: dict[str, float] = {}
         self._polls: Counter | None = None
         self._transitions: Counter | None = None
@@ -95,6 +129,11 @@ class JobReconciler:
     def run_once(self) -> ReconcileOutcome:
         """One cycle; raises SlurmUnavailable when Slurm cannot be polled."""
         self._cancel_unsubmitted()
+        outcome = self._reconcile_live()
+        updated = outcome.updated + self._dependencies.run_once() + self._refresh_workflows()
+        return msgspec.structs.replace(outcome, updated=updated)
+
+    def _reconcile_live(self) -> ReconcileOutcome:
         live = self._live_jobs()
         if not live:
             self._cancel_sent_at.clear()
@@ -111,7 +150,8 @@ class JobReconciler:
             observation = observations.get(job.slurm_job_id)
             if observation is not None and self._apply(job, observation):
                 updated += 1
-            if job.desired_state == DESIRED_CANCEL and self._cancel(job, observation):
+            hung = job.hung or (observation is not None and self._went_stale(job, observation))
+            if (job.desired_state == DESIRED_CANCEL or hung) and self._cancel(job, observation):
                 cancels += 1
         live_ids = {job.job_id for job in live}
         for job_id in list(self._cancel_sent_at):
@@ -123,7 +163,19 @@ class JobReconciler:
         with self._session_factory() as session:
             rows = session.execute(
                 select(
-                    Job.id, Job.slurm_job_id, Job.state, Job.desired_state, Job.state_reason, Job.exit_code
+                    Job.id,
+                    Job.slurm_job_id,
+                    Job.state,
+                    Job.desired_state,
+                    Job.state_reason,
+                    Job.exit_code,
+                    Job.array_tasks,
+                    Job.attempt,
+                    Job.tenant_id,
+                    Job.parent_id,
+                    Job.step_name,
+                    Job.heartbeat_stale_s,
+                    Job.hung_at,
                 ).where(Job.state.in_(IN_SLURM_STATES), Job.slurm_job_id.is_not(None))
             ).all()
         return [
@@ -134,48 +186,172 @@ class JobReconciler:
                 desired_state=row.desired_state,
                 state_reason=row.state_reason,
                 exit_code=row.exit_code,
+                array_tasks=row.array_tasks,
+                attempt=row.attempt,
+                tenant_id=row.tenant_id,
+                workdir_job_id=row.parent_id or row.id,
+                step_name=row.step_name or DEFAULT_STEP_NAME,
+                heartbeat_stale_s=row.heartbeat_stale_s,
+                hung=row.hung_at is not None,
             )
             for row in rows
         ]
+
+    def _working_dir(self, job: _LiveJob) -> str:
+        return job_working_dir(self._job_root, job.tenant_id, job.workdir_job_id)
 
     def _apply(self, job: _LiveJob, observation: JobObservation) -> bool:
         change = observed_update(observation)
         if change is None:
             logger.warning("job %s: unknown Slurm state %r left as is", job.job_id, observation.state)
             return False
-        if (change.state, change.state_reason, change.exit_code) == (
+        slurm_state = observation.state
+        if job.hung and change.state == CANCELLED:
+            slurm_state = "HUNG"
+            change = msgspec.structs.replace(
+                change,
+                state=HUNG,
+                state_reason=f"no heartbeat for over {job.heartbeat_stale_s} s; cancelled by the gateway",
+            )
+        array_tasks = _array_task_values(observation)
+        outputs = None
+        if change.state == COMPLETED:
+            outputs, problem = self._recorded_outputs(job)
+            if problem is not None:
+                change = msgspec.structs.replace(change, state_reason=f"outputs not recorded: {problem}")
+        if (change.state, change.state_reason, change.exit_code, array_tasks) == (
             job.state,
             job.state_reason,
             job.exit_code,
+            job.array_tasks,
         ):
             return False
         if change.state in TERMINAL_STATES and job.desired_state != DESIRED_CANCEL:
-            retried = self._retry(job, observation, change)
+            retried = self._retry(job, slurm_state, change)
             if retried is not None:
                 return retried
+        values = {**_row_values(change), "array_tasks": array_tasks}
+        if outputs is not None:
+            values["outputs"] = outputs
         with self._session_factory() as session:
             # Conditional on the state we read, so a concurrent writer is never overwritten.
             changed = session.execute(
                 update(Job)
-                .where(Job.id == job.job_id, Job.state == job.state)
-                .values(**_row_values(change), updated_at=self._clock())
+                .where(Job.id == job.job_id, Job.state == job.state, Job.attempt == job.attempt)
+                .values(**values, updated_at=self._clock())
             ).rowcount
             session.commit()
         if changed and change.state != job.state and self._transitions is not None:
             self._transitions.inc(state=change.state)
         return bool(changed)
 
-    def _retry(self, job: _LiveJob, observation: JobObservation, change: ObservedUpdate) -> bool | None:
+    def _recorded_outputs(self, job: _LiveJob) -> tuple[list[object] | None, str | None]:
+        """The completed attempt's outputs as stored values, or the reason they cannot be."""
+        try:
+            files = read_attempt_outputs(self._working_dir(job), job.step_name, job.attempt)
+        except OutputsUnreadable as exc:
+            logger.warning("job %s: outputs of attempt %d not recorded: %s", job.job_id, job.attempt, exc)
+            return None, exc.message
+        except OSError as exc:
+            # Not the user's doing (permissions, I/O): say so without paths outside the job.
+            logger.warning("job %s: outputs of attempt %d unreadable: %s", job.job_id, job.attempt, exc)
+            return None, f"the job directory could not be read ({exc.strerror})"
+        return msgspec.to_builtins(files), None
+
+    def _went_stale(self, job: _LiveJob, observation: JobObservation) -> bool:
+        """Whether a running attempt's heartbeat just went stale; if so it is marked hung."""
+        if job.heartbeat_stale_s is None or observation.state != "RUNNING":
+            return False
+        beat = last_heartbeat(heartbeat_file(self._working_dir(job), job.step_name, job.attempt))
+        if beat is None:
+            # Nothing is judged before the first beat (the program may not have started yet).
+            return False
+        now = self._clock()
+        silent_s = now.timestamp() - beat
+        if silent_s <= job.heartbeat_stale_s:
+            return False
+        reason = f"no heartbeat for {silent_s:.0f} s (limit {job.heartbeat_stale_s} s); cancelling as hung"
+        with self._session_factory() as session:
+            marked = session.execute(
+                update(Job)
+                .where(Job.id == job.job_id, Job.attempt == job.attempt, Job.hung_at.is_(None))
+                .values(hung_at=now, state_reason=reason, updated_at=now)
+            ).rowcount
+            session.commit()
+        if marked:
+            logger.warning("job %s attempt %d: %s", job.job_id, job.attempt, reason)
+        return bool(marked)
+
+    def _refresh_workflows(self) -> int:
+        """Store each live multi-step job's state as derived from its steps; returns how many changed."""
+        with self._session_factory() as session:
+            workflows = session.scalars(
+                select(Job).where(Job.kind == WORKFLOW, Job.state.not_in(TERMINAL_STATES))
+            ).all()
+            if not workflows:
+                return 0
+            steps = session.execute(
+                select(
+                    Job.parent_id,
+                    Job.step_name,
+                    Job.state,
+                    Job.state_reason,
+                    Job.exit_code,
+                    Job.started_at,
+                    Job.ended_at,
+                )
+                .where(Job.kind == STEP, Job.parent_id.in_([workflow.id for workflow in workflows]))
+                .order_by(Job.step_index)
+            ).all()
+            by_workflow: dict[str, list[StepStatus]] = {}
+            for row in steps:
+                by_workflow.setdefault(row.parent_id, []).append(step_status(row))
+            changed = 0
+            now = self._clock()
+            for workflow in workflows:
+                status = derive_workflow_status(
+                    by_workflow.get(workflow.id, []), desired_state=workflow.desired_state
+                )
+                current = (
+                    workflow.state,
+                    workflow.state_reason,
+                    workflow.exit_code,
+                    as_utc(workflow.started_at),
+                    as_utc(workflow.ended_at),
+                )
+                if current == (
+                    status.state,
+                    status.state_reason,
+                    status.exit_code,
+                    status.started_at,
+                    status.ended_at,
+                ):
+                    continue
+                changed += session.execute(
+                    update(Job)
+                    .where(Job.id == workflow.id, Job.state == workflow.state)
+                    .values(**msgspec.structs.asdict(status), updated_at=now)
+                ).rowcount
+            session.commit()
+        return changed
+
+    def _retry(self, job: _LiveJob, slurm_state: str, change: ObservedUpdate) -> bool | None:
         """Start the next attempt if the policy retries this outcome; None when it does not."""
         with self._session_factory() as session:
             row = session.execute(
-                select(Job.spec, Job.attempt, Job.submitted_at, Job.started_at).where(Job.id == job.job_id)
+                select(Job.spec, Job.attempt, Job.resubmits, Job.submitted_at, Job.started_at).where(
+                    Job.id == job.job_id
+                )
             ).one_or_none()
             if row is None:
                 return None
             policy = msgspec.convert(row.spec.get("retry"), RetryPolicy | None)
+            # Attempts started only because a dependency was retried do not use up the policy.
             decision = retry_decision(
-                policy, slurm_state=observation.state, exit_code=change.exit_code, attempt=row.attempt
+                policy,
+                slurm_state=slurm_state,
+                exit_code=change.exit_code,
+                attempt=row.attempt - row.resubmits,
             )
             if decision is None:
                 return None
@@ -191,7 +367,7 @@ class JobReconciler:
                 )
                 .values(
                     **next_attempt_values(
-                        attempt=decision.next_attempt,
+                        attempt=row.attempt + 1,
                         reason=decision.reason,
                         now=now,
                         delay_s=decision.delay_s,
@@ -243,7 +419,13 @@ class JobReconciler:
         with self._session_factory() as session:
             session.execute(
                 update(Job)
-                .where(Job.state == ACCEPTED, Job.desired_state == DESIRED_CANCEL, Job.submit_attempts == 0)
+                # A multi-step job's own state is derived from its steps, never set here.
+                .where(
+                    Job.state == ACCEPTED,
+                    Job.desired_state == DESIRED_CANCEL,
+                    Job.submit_attempts == 0,
+                    Job.kind != WORKFLOW,
+                )
                 .values(
                     state=CANCELLED,
                     state_reason="cancelled before it was submitted to Slurm",
@@ -256,6 +438,21 @@ class JobReconciler:
     def _count_poll(self, outcome: str) -> None:
         if self._polls is not None:
             self._polls.inc(outcome=outcome)
+
+
+def _array_task_values(observation: JobObservation) -> list[dict[str, object]] | None:
+    """A job array's tasks as stored (gateway states), or None for a job that is not an array."""
+    if not observation.array_tasks:
+        return None
+    return [
+        {
+            "task_id": task.task_id,
+            "state": gateway_state(task.state) or task.state.lower(),
+            "exit_code": task.exit_code,
+            "reason": task.reason,
+        }
+        for task in observation.array_tasks
+    ]
 
 
 def _row_values(change: ObservedUpdate) -> dict[str, object]:

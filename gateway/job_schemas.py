@@ -47,11 +47,13 @@ MAX_CONSTRAINTS = 16
 MAX_ENV_VARS = 128
 MAX_LABELS = 32
 MAX_ATTEMPTS = 10
+MAX_STEPS = 32
 # Longest wait before an automatic retry, whatever the exponential backoff comes to.
 MAX_RETRY_BACKOFF_S = 3600
 
 # Slurm outcomes a retry policy may name (CANCELLED is deliberately absent: never retried).
-RetryOutcome = Literal["NODE_FAIL", "PREEMPTED", "TIMEOUT", "BOOT_FAIL", "OUT_OF_MEMORY", "FAILED"]
+# HUNG: the gateway cancelled the attempt because its heartbeat went stale.
+RetryOutcome = Literal["NODE_FAIL", "PREEMPTED", "TIMEOUT", "BOOT_FAIL", "OUT_OF_MEMORY", "FAILED", "HUNG"]
 RetryExitCode = Annotated[int, msgspec.Meta(ge=1, le=255)]
 
 
@@ -103,7 +105,7 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)] = 1
     backoff_s: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRY_BACKOFF_S)] = 10
     # Default: the outcomes that are the cluster's fault, not the program's.
-    on_states: Annotated[list[RetryOutcome], msgspec.Meta(max_length=6)] = msgspec.field(
+    on_states: Annotated[list[RetryOutcome], msgspec.Meta(max_length=7)] = msgspec.field(
         default_factory=lambda: ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"]
     )
     on_exit_codes: Annotated[list[RetryExitCode], msgspec.Meta(max_length=255)] = msgspec.field(
@@ -111,8 +113,24 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     )
 
 
-class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """What a user asks to run (POST /v1/jobs)."""
+class HeartbeatOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How the gateway tells a hung attempt from a slow one.
+
+    ``wrapper`` (default): the generated script touches the heartbeat file every few seconds,
+    so a frozen node or a hung shared filesystem goes stale; ``program``: only the program
+    does (``touch "$SGW_HEARTBEAT_FILE"``), so a program stuck in a loop or a deadlock goes
+    stale too; ``off``: no hang detection. A running attempt whose last beat is older than
+    ``stale_after_s`` (default: the gateway's ``workers.heartbeat_stale_s``, 10 s) is cancelled
+    and ends ``hung``, which a retry policy may retry (outcome ``HUNG``). Nothing is judged
+    before the first beat.
+    """
+
+    source: Literal["wrapper", "program", "off"] = "wrapper"
+    stale_after_s: Annotated[int, msgspec.Meta(ge=5, le=7 * 24 * 3600)] | None = None
+
+
+class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What one Slurm job runs: the fields a plain job and each step of a multi-step job share."""
 
     name: JobName
     # "script" (default), "mpi", "ray", "julia" or "torchrun"; the runtime's options, if any,
@@ -152,11 +170,35 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     switches: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     # How long to wait for that placement before taking any (Slurm time format: "10", "1:00:00").
     switches_wait: TimeLimitText | None = None
+    # None: one attempt, no automatic retry.
+    retry: RetryPolicy | None = None
+    heartbeat: HeartbeatOptions | None = None
+    # Slurm sends SIGUSR2 this many seconds before the time limit (--signal=B:USR2@secs), to
+    # checkpoint; runtimes script, mpi and torchrun pass it on to the program.
+    signal_before_limit_s: Annotated[int, msgspec.Meta(ge=10, le=65535)] | None = None
+
+
+class StepSpec(RunSpec, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One step of a multi-step job: its own runtime and resources, after the steps it names.
+
+    Each step is its own Slurm job, submitted with --dependency=afterok on the Slurm jobs of
+    the steps in ``after``; it reads their outputs under $SGW_OUTPUTS_DIR/<step>.
+    """
+
+    after: Annotated[list[JobName], msgspec.Meta(max_length=MAX_STEPS)] = msgspec.field(default_factory=list)
+
+
+class JobSpec(RunSpec, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What a user asks to run (POST /v1/jobs): one program, or ``steps`` with dependencies.
+
+    With ``steps``, only ``name``, ``labels`` and ``steps`` may be set at the top level; every
+    other field belongs to each step.
+    """
+
     labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=MAX_LABELS)] = msgspec.field(
         default_factory=dict
     )
-    # None: one attempt, no automatic retry.
-    retry: RetryPolicy | None = None
+    steps: Annotated[list[StepSpec], msgspec.Meta(min_length=1, max_length=MAX_STEPS)] | None = None
 
 
 class AttemptView(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +209,43 @@ class AttemptView(msgspec.Struct, frozen=True, kw_only=True):
     state: str
     state_reason: str | None
     exit_code: int | None
+    submitted_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class OutputFileView(msgspec.Struct, frozen=True, kw_only=True):
+    """One published output of a completed attempt, as its manifest recorded it."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+class ArrayTaskView(msgspec.Struct, frozen=True, kw_only=True):
+    """One task of a job array, as last observed."""
+
+    task_id: int
+    state: str
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+class StepView(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a multi-step job: its own Slurm job, attempts, outputs and array tasks."""
+
+    name: str
+    after: list[str]
+    state: str
+    state_reason: str | None
+    slurm_job_id: str | None
+    exit_code: int | None
+    attempt: int
+    max_attempts: int
+    attempts: list[AttemptView]
+    # Under $SGW_OUTPUTS_DIR/<name> once the step completed (paths relative to it).
+    outputs: list[OutputFileView] = msgspec.field(default_factory=list)
+    array_tasks: list[ArrayTaskView] = msgspec.field(default_factory=list)
     submitted_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
@@ -188,6 +267,11 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 1
     max_attempts: int = 1
     attempts: list[AttemptView] = msgspec.field(default_factory=list)
+    # A completed plain job's published outputs (<working dir>/outputs/main).
+    outputs: list[OutputFileView] = msgspec.field(default_factory=list)
+    array_tasks: list[ArrayTaskView] = msgspec.field(default_factory=list)
+    # A multi-step job's steps, in the spec's order (empty for a plain job).
+    steps: list[StepView] = msgspec.field(default_factory=list)
     labels: dict[str, str]
     spec: JobSpec
     created_at: datetime

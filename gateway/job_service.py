@@ -16,7 +16,7 @@ import base64
 import binascii
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -28,7 +28,7 @@ from gateway.authorization import require_role
 from gateway.domain_errors import Conflict, InvalidField, JobStateConflict, NotFound, PermissionDenied
 from gateway.job_admission import TenantPolicy, admit_job, job_working_dir
 from gateway.job_attempts import archived_attempt, next_attempt_values
-from gateway.job_schemas import JobSpec
+from gateway.job_schemas import JobSpec, RunSpec
 from gateway.job_states import (
     ACCEPTED,
     ALL_STATES,
@@ -36,34 +36,32 @@ from gateway.job_states import (
     COMPLETED,
     DESIRED_CANCEL,
     DESIRED_RUN,
+    PLAIN_JOB,
+    STEP,
     TERMINAL_STATES,
+    WORKFLOW,
 )
 from gateway.principal import Principal
-from gateway.storage_models import Job, JobLabel, Tenant, TenantMember
+from gateway.storage_models import Job, JobLabel, JobStepDependency, Tenant, TenantMember
+from gateway.timestamps import Clock, ensure_utc, utc_now
+from gateway.workflow_admission import admit_workflow, dependents_closure, step_run_spec
+from gateway.workflow_states import derive_workflow_status, step_status
 from slurm.batch_job import BatchJob
-
-Clock = Callable[[], datetime]
+from staging.output_checkpoints import OutputFile, verify_published_outputs
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 # Ended jobs a user may retry by hand: every ending but success.
 RETRYABLE_STATES = TERMINAL_STATES - {COMPLETED}
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC (what every stored timestamp uses)."""
-    return datetime.now(UTC)
-
-
-def ensure_utc(moment: datetime) -> datetime:
-    """``moment`` as aware UTC: SQLite hands stored UTC timestamps back without a zone."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """ensure_utc for optional timestamps."""
-    return None if moment is None else ensure_utc(moment)
+# What a job view needs besides the row: one query per relationship, not one per job.
+_VIEW_LOADS = (
+    selectinload(Job.labels),
+    selectinload(Job.past_attempts),
+    selectinload(Job.steps).selectinload(Job.past_attempts),
+)
+# Seconds without a heartbeat before a running attempt is hung, unless config or spec say otherwise.
+DEFAULT_HEARTBEAT_STALE_S = 10
 
 
 class Acceptance(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,11 +95,13 @@ def accept_job(
     *,
     job_root: str,
     idempotency_key: str | None = None,
+    heartbeat_stale_s: int = DEFAULT_HEARTBEAT_STALE_S,
     clock: Clock = utc_now,
 ) -> Acceptance:
     """Admit ``spec`` for the caller and store it as an ``accepted`` job.
 
-    ``job_root`` is the shared directory under which the job's working directory will be.
+    ``job_root`` is the shared directory under which the job's working directory will be;
+    ``heartbeat_stale_s`` is the hang limit of attempts whose spec names none.
 
     The same ``idempotency_key`` with the same canonical spec returns the job created first
     (``created`` False); with a different spec it raises Conflict. Raises PermissionDenied
@@ -118,14 +118,16 @@ def accept_job(
             return _replay(earlier, digest)
     tenant = member.tenant
     job_id = new_job_id()
-    admitted, _ = admit_job(
-        spec,
-        _tenant_policy(tenant),
-        gateway_job_id=job_id,
-        unix_user=member.unix_user,
-        account=tenant.slurm_account,
-        working_dir=job_working_dir(job_root, tenant.id, job_id),
-    )
+    admission = {
+        "gateway_job_id": job_id,
+        "unix_user": member.unix_user,
+        "account": tenant.slurm_account,
+        "working_dir": job_working_dir(job_root, tenant.id, job_id),
+    }
+    if spec.steps is not None:
+        admitted = admit_workflow(spec, _tenant_policy(tenant), **admission)
+    else:
+        admitted, _ = admit_job(spec, _tenant_policy(tenant), **admission)
     now = clock()
     job = Job(
         id=job_id,
@@ -136,6 +138,8 @@ def accept_job(
         spec=msgspec.to_builtins(admitted),
         idempotency_key=idempotency_key,
         spec_digest=digest,
+        kind=WORKFLOW if admitted.steps is not None else PLAIN_JOB,
+        heartbeat_stale_s=None if admitted.steps is not None else stale_limit(admitted, heartbeat_stale_s),
         desired_state=DESIRED_RUN,
         state=ACCEPTED,
         attempt=1,
@@ -146,6 +150,8 @@ def accept_job(
         past_attempts=[],
     )
     session.add(job)
+    if admitted.steps is not None:
+        _add_steps(session, job, admitted, now, heartbeat_stale_s)
     try:
         session.commit()
     except IntegrityError:
@@ -158,6 +164,50 @@ def accept_job(
             raise
         return _replay(earlier, digest)
     return Acceptance(job=job, created=True)
+
+
+def stale_limit(spec: RunSpec, default_s: int) -> int | None:
+    """Seconds without a heartbeat that make a running attempt of ``spec`` hung (None: unwatched)."""
+    if spec.heartbeat is None:
+        return default_s
+    if spec.heartbeat.source == "off":
+        return None
+    return spec.heartbeat.stale_after_s if spec.heartbeat.stale_after_s is not None else default_s
+
+
+def _add_steps(session: Session, workflow: Job, spec: JobSpec, now: datetime, heartbeat_stale_s: int) -> None:
+    """One ``step`` row per step of ``workflow`` (each a Slurm job of its own) and their
+    dependency rows, in the caller's transaction."""
+    step_ids = {}
+    for index, step in enumerate(spec.steps or []):
+        step_ids[step.name] = new_job_id()
+        session.add(
+            Job(
+                id=step_ids[step.name],
+                tenant_id=workflow.tenant_id,
+                owner=workflow.owner,
+                unix_user=workflow.unix_user,
+                name=step.name,
+                spec=msgspec.to_builtins(step_run_spec(spec, step)),
+                spec_digest=workflow.spec_digest,
+                kind=STEP,
+                parent_id=workflow.id,
+                step_name=step.name,
+                step_index=index,
+                heartbeat_stale_s=stale_limit(step, heartbeat_stale_s),
+                desired_state=DESIRED_RUN,
+                state=ACCEPTED,
+                attempt=1,
+                submit_attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    # The step rows must exist before rows that point at them (PostgreSQL checks at once).
+    session.flush()
+    for step in spec.steps or []:
+        for need in step.after:
+            session.add(JobStepDependency(job_id=step_ids[step.name], depends_on_id=step_ids[need]))
 
 
 def estimate_job(
@@ -199,8 +249,9 @@ def get_job(session: Session, principal: Principal, job_id: str) -> Job:
     """The job ``job_id`` if the caller may see it; NotFound otherwise."""
     job = session.scalars(
         select(Job)
-        .where(Job.id == job_id, _visible_to(principal))
-        .options(selectinload(Job.labels), selectinload(Job.past_attempts))
+        # Steps are shown inside their job, never on their own.
+        .where(Job.id == job_id, Job.parent_id.is_(None), _visible_to(principal))
+        .options(*_VIEW_LOADS)
     ).one_or_none()
     if job is None:
         raise NotFound(f"job {job_id!r} not found")
@@ -214,7 +265,7 @@ def list_jobs(session: Session, principal: Principal, query: JobQuery) -> JobPag
     for state in query.states:
         if state not in ALL_STATES:
             raise InvalidField("state", f"unknown state {state!r}; one of: {', '.join(sorted(ALL_STATES))}")
-    conditions: list[ColumnElement[bool]] = [_visible_to(principal)]
+    conditions: list[ColumnElement[bool]] = [Job.parent_id.is_(None), _visible_to(principal)]
     if query.states:
         conditions.append(Job.state.in_(query.states))
     if query.name is not None:
@@ -234,7 +285,7 @@ def list_jobs(session: Session, principal: Principal, query: JobQuery) -> JobPag
             .where(*conditions)
             .order_by(Job.created_at.desc(), Job.id.desc())
             .limit(query.limit + 1)
-            .options(selectinload(Job.labels), selectinload(Job.past_attempts))
+            .options(*_VIEW_LOADS)
         )
     )
     page = rows[: query.limit]
@@ -248,12 +299,29 @@ def request_cancel(session: Session, principal: Principal, job_id: str, *, clock
     A job still ``accepted`` and never tried is cancelled on the spot and never reaches Slurm;
     any other live job gets desired state ``cancel``: the submitter first checks whether an
     earlier, failed-looking attempt reached Slurm after all, and the reconciler runs scancel.
-    Ended jobs stay as they are.
+    A multi-step job cancels each of its steps that has not ended. Ended jobs stay as they are.
     """
     job = get_job(session, principal, job_id)
     if job.state in TERMINAL_STATES:
         return job
     now = clock()
+    if job.kind == WORKFLOW:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(desired_state=DESIRED_CANCEL, updated_at=now)
+        )
+        for step in job.steps:
+            if step.state not in TERMINAL_STATES:
+                _cancel_row(session, step.id, now)
+        session.flush()
+        refresh_workflow(session, job_id, now)
+    else:
+        _cancel_row(session, job_id, now)
+    session.commit()
+    session.expire_all()
+    return get_job(session, principal, job_id)
+
+
+def _cancel_row(session: Session, job_id: str, now: datetime) -> None:
     # Conditional on state and attempts, so a submitter claiming the job at the same moment
     # either finds it cancelled or sees the desired state and acts on it.
     cancelled_before_submission = session.execute(
@@ -271,18 +339,21 @@ def request_cancel(session: Session, principal: Principal, job_id: str, *, clock
         session.execute(
             update(Job).where(Job.id == job_id).values(desired_state=DESIRED_CANCEL, updated_at=now)
         )
-    session.commit()
-    session.refresh(job)
-    return job
 
 
-def request_retry(session: Session, principal: Principal, job_id: str, *, clock: Clock = utc_now) -> Job:
+def request_retry(
+    session: Session, principal: Principal, job_id: str, *, job_root: str, clock: Clock = utc_now
+) -> Job:
     """Start a new attempt of an ended, unsuccessful job; returns the job as it is now.
 
     Allowed from RETRYABLE_STATES (JobStateConflict otherwise, e.g. running or completed),
     whatever the retry policy's ``max_attempts``: a retry asked for by hand is not counted
     against it. The ended attempt is archived and the job goes back to ``accepted`` (desired
     state ``run`` again), for the submitter to submit as attempt n + 1.
+
+    For a multi-step job, only the steps that ended unsuccessfully, completed steps whose
+    recorded outputs no longer verify (under ``job_root``), and every step depending on those
+    start a new attempt; completed steps with verified outputs are skipped.
     """
     job = get_job(session, principal, job_id)
     if job.state not in RETRYABLE_STATES:
@@ -291,25 +362,105 @@ def request_retry(session: Session, principal: Principal, job_id: str, *, clock:
             f"job {job_id!r} is {job.state}; only a job that ended "
             f"{', '.join(sorted(RETRYABLE_STATES))} can be retried",
         )
-    ended = archived_attempt(job)
     now = clock()
+    if job.kind == WORKFLOW:
+        _retry_steps(session, principal, job, job_root=job_root, now=now)
+        session.commit()
+        session.expire_all()
+        return get_job(session, principal, job_id)
     reason = f"retry of attempt {job.attempt} requested by {principal.user}"
+    if not _start_next_attempt(session, job, reason, now):
+        session.rollback()
+        session.refresh(job)
+        raise JobStateConflict(job.state, f"job {job_id!r} changed meanwhile (now {job.state}); try again")
+    session.commit()
+    session.expire(job)
+    return get_job(session, principal, job_id)
+
+
+def _start_next_attempt(session: Session, job: Job, reason: str, now: datetime) -> bool:
+    """Archive ``job``'s ended attempt and make the next one current; False if it changed meanwhile."""
+    ended = archived_attempt(job)
     # Conditional on the state and attempt we read: two retries at once start one attempt.
     started = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == job.state, Job.attempt == job.attempt)
+        .where(Job.id == job.id, Job.state == job.state, Job.attempt == job.attempt)
         .values(
             desired_state=DESIRED_RUN, **next_attempt_values(attempt=job.attempt + 1, reason=reason, now=now)
         )
     ).rowcount
-    if not started:
-        session.rollback()
-        session.refresh(job)
-        raise JobStateConflict(job.state, f"job {job_id!r} changed meanwhile (now {job.state}); try again")
-    session.add(ended)
-    session.commit()
-    session.expire(job)
-    return get_job(session, principal, job_id)
+    if started:
+        session.add(ended)
+    return bool(started)
+
+
+def _retry_steps(
+    session: Session, principal: Principal, workflow: Job, *, job_root: str, now: datetime
+) -> None:
+    spec = msgspec.convert(workflow.spec, JobSpec)
+    after = {step.name: list(step.after) for step in spec.steps or []}
+    working_dir = job_working_dir(job_root, workflow.tenant_id, workflow.id)
+    steps = {step.step_name or "": step for step in workflow.steps}
+    why: dict[str, str] = {}
+    for name, step in steps.items():
+        if step.state in RETRYABLE_STATES:
+            why[name] = f"it ended {step.state}"
+        elif step.state == COMPLETED:
+            problem = _checkpoint_problem(working_dir, step)
+            if problem is not None:
+                why[name] = f"its checkpoint does not verify: {problem}"
+    rerun = dependents_closure(after, why)
+    skipped = sorted(set(steps) - rerun)
+    for name in sorted(rerun):
+        reason = f"retry requested by {principal.user}: " + why.get(name, "a step it runs after is re-run")
+        if not _start_next_attempt(session, steps[name], reason, now):
+            session.rollback()
+            raise JobStateConflict(workflow.state, f"job {workflow.id!r} changed meanwhile; try again")
+    summary = f"retry requested by {principal.user}: re-running {', '.join(sorted(rerun))}"
+    if skipped:
+        summary += f"; skipping {', '.join(skipped)} (outputs verified)"
+    session.execute(
+        update(Job)
+        .where(Job.id == workflow.id, Job.state == workflow.state)
+        .values(
+            desired_state=DESIRED_RUN,
+            state=ACCEPTED,
+            state_reason=summary,
+            exit_code=None,
+            ended_at=None,
+            updated_at=now,
+        )
+    )
+
+
+def _checkpoint_problem(working_dir: str, step: Job) -> str | None:
+    """None when the completed step's recorded outputs still verify; otherwise why not."""
+    if step.outputs is None:
+        return "its outputs were never recorded"
+    files = msgspec.convert(step.outputs, list[OutputFile])
+    try:
+        return verify_published_outputs(working_dir, step.step_name or "", step.attempt, files)
+    except OSError as exc:
+        return f"its outputs could not be read ({exc.strerror})"
+
+
+def refresh_workflow(session: Session, workflow_id: str, now: datetime) -> None:
+    """Store the multi-step job's state as derived from its steps, in the caller's transaction."""
+    workflow = session.get(Job, workflow_id, populate_existing=True)
+    if workflow is None:
+        return
+    steps = session.scalars(
+        select(Job)
+        .where(Job.parent_id == workflow_id)
+        .order_by(Job.step_index)
+        .execution_options(populate_existing=True)
+    ).all()
+    status = derive_workflow_status(
+        [step_status(step) for step in steps], desired_state=workflow.desired_state
+    )
+    session.execute(
+        update(Job).where(Job.id == workflow_id).values(**msgspec.structs.asdict(status), updated_at=now)
+    )
 
 
 def spec_digest(spec: JobSpec) -> str:

@@ -2,7 +2,8 @@
 
 Lifecycle: accepted -> submitting -> pending -> running -> completing -> a terminal state.
 ``submit_failed`` is terminal too (Slurm refused the job); ``cancelled`` can also be reached
-straight from ``accepted`` when the user cancels before the job ever reached Slurm.
+straight from ``accepted`` when the user cancels before the job ever reached Slurm; ``hung`` is
+an attempt the gateway cancelled because its heartbeat went stale.
 """
 
 from __future__ import annotations
@@ -27,13 +28,20 @@ OUT_OF_MEMORY = "out_of_memory"
 PREEMPTED = "preempted"
 SUBMIT_FAILED = "submit_failed"
 
+HUNG = "hung"
+
+# Job row kinds (storage_models.Job.kind).
+PLAIN_JOB = "job"
+WORKFLOW = "workflow"
+STEP = "step"
+
 DESIRED_RUN = "run"
 DESIRED_CANCEL = "cancel"
 
 # Jobs that Slurm holds and the reconciler polls.
 IN_SLURM_STATES = frozenset({PENDING, RUNNING, COMPLETING})
 TERMINAL_STATES = frozenset(
-    {COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, SUBMIT_FAILED}
+    {COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, SUBMIT_FAILED, HUNG}
 )
 ALL_STATES = frozenset({ACCEPTED, SUBMITTING} | IN_SLURM_STATES | TERMINAL_STATES)
 

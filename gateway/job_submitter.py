@@ -39,18 +39,31 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
 import msgspec
-from sqlalchemy import ColumnElement, Update, and_, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, Update, and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from gateway.job_admission import batch_job_from_spec, job_working_dir
 from gateway.job_schemas import JobSpec
-from gateway.job_service import Clock, utc_now
-from gateway.job_states import ACCEPTED, CANCELLED, DESIRED_CANCEL, PENDING, SUBMIT_FAILED, SUBMITTING
+from gateway.job_states import (
+    ACCEPTED,
+    CANCELLED,
+    COMPLETED,
+    COMPLETING,
+    DESIRED_CANCEL,
+    PENDING,
+    RUNNING,
+    STEP,
+    SUBMIT_FAILED,
+    SUBMITTING,
+    WORKFLOW,
+)
 from gateway.metrics import Counter, MetricsRegistry
-from gateway.storage_models import Job, Tenant
+from gateway.storage_models import Job, JobStepDependency, Tenant
+from gateway.timestamps import Clock, utc_now
 from slurm.batch_job import attempt_comment_key
 from slurm.driver import SlurmDriver
 from slurm.errors import JobSpecError, SlurmError, SlurmRejected
+from slurm.job_layout import DEFAULT_STEP_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +74,8 @@ DEFAULT_CONCURRENCY = 4
 OUTCOMES = ("submitted", "recovered", "failed", "deferred", "cancelled")
 # First retry delay after Slurm was unreachable; doubles per attempt up to max_backoff_s.
 BASE_BACKOFF_S = 1.0
+# A step is submitted once every dependency is in Slurm (afterok on its id) or completed.
+DEPENDENCY_READY_STATES = (PENDING, RUNNING, COMPLETING, COMPLETED)
 
 
 class SubmitterSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +117,17 @@ class _Claim(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     # An earlier submission try may have reached Slurm: look before submitting.
     needs_lookup: bool
+    # Whose working directory the job uses (a step shares its workflow's) and which step it is.
+    workdir_job_id: str
+    step_name: str
+    # A step's dependencies as they stand now (JobStepDependency): dependency job id -> the Slurm
+    # job id to wait for, None for one already completed (see Job.submitted_after).
+    submitted_after: dict[str, str | None] | None = None
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The Slurm job ids this attempt waits for (afterok)."""
+        return tuple(sorted(slurm_id for slurm_id in (self.submitted_after or {}).values() if slurm_id))
 
     @property
     def comment_key(self) -> str:
@@ -236,8 +262,10 @@ class JobSubmitter:
                 gateway_job_id=claim.job_id,
                 unix_user=claim.unix_user,
                 account=claim.account,
-                working_dir=job_working_dir(self._settings.job_root, claim.tenant_id, claim.job_id),
+                working_dir=job_working_dir(self._settings.job_root, claim.tenant_id, claim.workdir_job_id),
                 attempt=claim.job_attempt,
+                step_name=claim.step_name,
+                dependencies=claim.dependencies,
             )
             # The driver creates the working directory and hands it to the job's user.
             slurm_job_id = self._driver.submit(batch_job)
@@ -254,7 +282,12 @@ class JobSubmitter:
     def _claim(self) -> list[_Claim]:
         now = self._clock()
         due = or_(
-            and_(Job.state == ACCEPTED, or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now)),
+            and_(
+                Job.state == ACCEPTED,
+                or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+                Job.kind != WORKFLOW,
+                dependencies_ready(Job.id),
+            ),
             and_(Job.state == SUBMITTING, Job.lease_expires_at < now),
         )
         lease = {
@@ -325,6 +358,7 @@ class JobSubmitter:
             .where(Job.id.in_(list(previous)))
             .order_by(Job.created_at)
         ).all()
+        after = _dependency_slurm_ids(session, [job.id for job, _ in jobs if job.kind == STEP])
         claims = []
         for job, account in jobs:
             state, attempts = previous[job.id]
@@ -339,6 +373,9 @@ class JobSubmitter:
                     job_attempt=job.attempt,
                     attempt=attempts + 1,
                     needs_lookup=state == SUBMITTING or attempts > 0,
+                    workdir_job_id=job.parent_id or job.id,
+                    step_name=job.step_name or DEFAULT_STEP_NAME,
+                    submitted_after=after.get(job.id) if job.kind == STEP else None,
                 )
             )
         return claims
@@ -348,6 +385,7 @@ class JobSubmitter:
         values = {
             "state": PENDING,
             "slurm_job_id": slurm_job_id,
+            "submitted_after": claim.submitted_after,
             "submitted_at": now,
             "updated_at": now,
             "state_reason": None,
@@ -439,6 +477,33 @@ class JobSubmitter:
             logger.warning(
                 "job %s: lease lost before recording the %s outcome", write.claim.job_id, write.outcome
             )
+
+
+def dependencies_ready(job_id: ColumnElement[str]) -> ColumnElement[bool]:
+    """SQL: every dependency of the job is in Slurm or completed (a plain job has none), so its
+    Slurm job can be submitted with afterok on theirs."""
+    dependency = aliased(Job)
+    return ~exists().where(
+        JobStepDependency.job_id == job_id,
+        dependency.id == JobStepDependency.depends_on_id,
+        dependency.state.not_in(DEPENDENCY_READY_STATES),
+    )
+
+
+def _dependency_slurm_ids(session: Session, step_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
+    """For each step: dependency id -> the Slurm job to wait for (None once it completed)."""
+    if not step_ids:
+        return {}
+    rows = session.execute(
+        select(JobStepDependency.job_id, Job.id, Job.state, Job.slurm_job_id)
+        .join(Job, Job.id == JobStepDependency.depends_on_id)
+        .where(JobStepDependency.job_id.in_(step_ids))
+    ).all()
+    after: dict[str, dict[str, str | None]] = {step_id: {} for step_id in step_ids}
+    for step_id, dependency_id, state, slurm_job_id in rows:
+        # A completed job may already be gone from slurmctld: afterok on it would be refused.
+        after[step_id][dependency_id] = None if state == COMPLETED else slurm_job_id
+    return after
 
 
 def _rejection_reason(exc: JobSpecError | SlurmRejected) -> str:

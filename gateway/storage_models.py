@@ -67,6 +67,7 @@ class Job(Base):
         # Cursor pagination walks (created_at, id) within a tenant.
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_state", "state"),
+        Index("ix_jobs_parent", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -79,6 +80,14 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # sha256 of the canonical spec: same key + other body is a conflict.
     spec_digest: Mapped[str] = mapped_column(String(64))
+    # "job": one Slurm job; "workflow": a multi-step job, its state derived from its steps (it
+    # is never submitted itself); "step": one step of a workflow, a Slurm job of its own.
+    kind: Mapped[str] = mapped_column(String(16), default="job", server_default="job")
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The step's name within its workflow (slurm.job_layout: "main" for a plain job).
+    step_name: Mapped[str | None] = mapped_column(String(128))
+    # The step's position in the spec's list, to show steps in the order they were given.
+    step_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # Desired state: "run" until the user cancels ("cancel").
     desired_state: Mapped[str] = mapped_column(String(16), default="run")
@@ -91,6 +100,21 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     slurm_job_id: Mapped[str | None] = mapped_column(String(32))
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    # A step's dependencies as submitted: dependency job id -> the Slurm job id this attempt
+    # waits for (None: the dependency had already completed). A dependency whose current Slurm
+    # job differs was retried since, and this attempt must be submitted again.
+    submitted_after: Mapped[dict[str, Any] | None]
+    # Attempts started only because a dependency was retried; the retry policy does not count them.
+    resubmits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The completed attempt's published outputs: [{"path", "sha256", "size"}] from its manifest.
+    outputs: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Seconds without a heartbeat after which a running attempt counts as hung (None: not
+    # watched), resolved from the spec and the gateway's default when the job was accepted.
+    heartbeat_stale_s: Mapped[int | None] = mapped_column(Integer)
+    # When the gateway cancelled the current attempt for a stale heartbeat.
+    hung_at: Mapped[datetime | None]
+    # A job array's tasks as last observed: [{"task_id", "state", "exit_code", "reason"}].
+    array_tasks: Mapped[list[Any] | None] = mapped_column(JSON)
 
     # Submission lease: which worker holds the job and until when (crash recovery).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -111,6 +135,8 @@ class Job(Base):
     past_attempts: Mapped[list[JobAttempt]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobAttempt.attempt"
     )
+    # A workflow's steps, in the order the spec lists them (creation order).
+    steps: Mapped[list[Job]] = relationship(cascade="all, delete-orphan", order_by="Job.step_index")
 
 
 class JobAttempt(Base):
@@ -133,6 +159,15 @@ class JobAttempt(Base):
     ended_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="past_attempts")
+
+
+class JobStepDependency(Base):
+    """Step ``job_id`` runs after step ``depends_on_id`` succeeded (both rows of one workflow)."""
+
+    __tablename__ = "job_step_dependencies"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
 
 
 class JobLabel(Base):

@@ -20,21 +20,31 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth import AuthenticatedPrincipal
 from gateway.job_retry_policy import max_attempts
-from gateway.job_schemas import AttemptView, JobList, JobSpec, JobView, decode_job_spec
+from gateway.job_schemas import (
+    ArrayTaskView,
+    AttemptView,
+    JobList,
+    JobSpec,
+    JobView,
+    OutputFileView,
+    RetryPolicy,
+    StepView,
+    decode_job_spec,
+)
 from gateway.job_service import (
     DEFAULT_PAGE_SIZE,
     JobQuery,
     accept_job,
-    as_utc,
-    ensure_utc,
     get_job,
     list_jobs,
     parse_label_filters,
     request_cancel,
     request_retry,
 )
+from gateway.job_states import WORKFLOW
 from gateway.job_view_cache import JobViewCache
 from gateway.storage_models import Job, JobAttempt
+from gateway.timestamps import as_utc, ensure_utc
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 STATE_FILTER_HELP = "comma-separated states (any of them)"
@@ -54,11 +64,17 @@ async def submit_job(
     spec = decode_job_spec(await request.body())
     session_factory: sessionmaker[Session] = state.session_factory
     job_root: str = state.config.slurm.job_root
+    heartbeat_stale_s: int = state.config.workers.heartbeat_stale_s
 
     def accept() -> tuple[JobView, bool]:
         with session_factory() as session:
             acceptance = accept_job(
-                session, principal, spec, job_root=job_root, idempotency_key=idempotency_key
+                session,
+                principal,
+                spec,
+                job_root=job_root,
+                idempotency_key=idempotency_key,
+                heartbeat_stale_s=heartbeat_stale_s,
             )
             return job_view(acceptance.job), acceptance.created
 
@@ -141,12 +157,15 @@ async def cancel_job(job_id: JobId, state: State, principal: AuthenticatedPrinci
 )
 async def retry_job(job_id: JobId, state: State, principal: AuthenticatedPrincipal) -> JobView:
     """Allowed once the job ended failed, cancelled, timeout, node_fail, out_of_memory,
-    preempted or submit_failed (409 otherwise); not limited by the policy's max_attempts."""
+    preempted, submit_failed or hung (409 otherwise); not limited by the policy's max_attempts.
+    A multi-step job re-runs only its unsuccessful steps, completed steps whose outputs no longer
+    verify, and the steps after them; the job's ``state_reason`` says which."""
     session_factory: sessionmaker[Session] = state.session_factory
+    job_root: str = state.config.slurm.job_root
 
     def retry() -> JobView:
         with session_factory() as session:
-            return job_view(request_retry(session, principal, job_id))
+            return job_view(request_retry(session, principal, job_id, job_root=job_root))
 
     try:
         view = await asyncio.to_thread(retry)
@@ -159,8 +178,10 @@ async def retry_job(job_id: JobId, state: State, principal: AuthenticatedPrincip
 
 
 def job_view(job: Job) -> JobView:
-    """The API view of a stored job."""
+    """The API view of a stored job (a plain job, or a multi-step job with its steps)."""
     spec = msgspec.convert(job.spec, JobSpec)
+    is_workflow = job.kind == WORKFLOW
+    after = {step.name: list(step.after) for step in spec.steps or []}
     return JobView(
         id=job.id,
         name=job.name,
@@ -173,7 +194,12 @@ def job_view(job: Job) -> JobView:
         exit_code=job.exit_code,
         attempt=job.attempt,
         max_attempts=max_attempts(spec.retry),
-        attempts=[*(_attempt_view(past) for past in job.past_attempts), _attempt_view(job)],
+        attempts=[] if is_workflow else _attempt_views(job),
+        outputs=_output_views(job),
+        array_tasks=_array_task_views(job),
+        steps=[_step_view(step, after.get(step.step_name or "", [])) for step in job.steps]
+        if is_workflow
+        else [],
         labels={label.key: label.value for label in job.labels},
         spec=spec,
         created_at=ensure_utc(job.created_at),
@@ -182,6 +208,38 @@ def job_view(job: Job) -> JobView:
         started_at=as_utc(job.started_at),
         ended_at=as_utc(job.ended_at),
     )
+
+
+def _step_view(step: Job, after: list[str]) -> StepView:
+    retry = step.spec.get("retry")
+    return StepView(
+        name=step.step_name or "",
+        after=after,
+        state=step.state,
+        state_reason=step.state_reason,
+        slurm_job_id=step.slurm_job_id,
+        exit_code=step.exit_code,
+        attempt=step.attempt,
+        max_attempts=max_attempts(msgspec.convert(retry, RetryPolicy) if retry is not None else None),
+        attempts=_attempt_views(step),
+        outputs=_output_views(step),
+        array_tasks=_array_task_views(step),
+        submitted_at=as_utc(step.submitted_at),
+        started_at=as_utc(step.started_at),
+        ended_at=as_utc(step.ended_at),
+    )
+
+
+def _attempt_views(job: Job) -> list[AttemptView]:
+    return [*(_attempt_view(past) for past in job.past_attempts), _attempt_view(job)]
+
+
+def _output_views(job: Job) -> list[OutputFileView]:
+    return msgspec.convert(job.outputs or [], list[OutputFileView])
+
+
+def _array_task_views(job: Job) -> list[ArrayTaskView]:
+    return msgspec.convert(job.array_tasks or [], list[ArrayTaskView])
 
 
 def _attempt_view(attempt: Job | JobAttempt) -> AttemptView:

@@ -1,12 +1,16 @@
-"""A node dies under a running 2-node job: Slurm fails the job, the gateway runs attempt 2 elsewhere.
+"""A node dies under a running 2-node step: the gateway runs attempt 2 elsewhere, outputs once.
 
-The node is killed for real (its slurmd and every process of its UTS namespace, SIGKILL), Slurm
-notices within SlurmdTimeout and ends the job NODE_FAIL, and the job's retry policy sends
-attempt 2, which must not land on the dead node. The node is always restored afterwards.
+The node is killed for real (its slurmd and every process of its UTS namespace, SIGKILL). Either
+Slurm notices within SlurmdTimeout and ends the step NODE_FAIL, or the gateway sees the step's
+heartbeat go stale first and cancels it as hung; the step's retry policy retries both, and
+attempt 2 must not land on the dead node. Attempt 1 had written a partial output: it is never
+published, so the job ends with exactly one set of outputs, attempt 2's. The step before it is
+not run again. The node is always restored afterwards.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,6 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.config import GatewayConfig, WorkerConfig
 from gateway.job_admission import job_working_dir
-from slurm.batch_job import attempt_comment_key
 from tests.integration.gateway_fixtures import (
     TokenFactory,
     bearer_headers,
@@ -27,7 +30,7 @@ from tests.integration.gateway_fixtures import (
     migrated_database,
     token_for,
 )
-from tests.integration.job_api_helpers import create_tenant, drain_accounts, slurm_jobs_for, wait_for_job
+from tests.integration.job_api_helpers import create_tenant, drain_accounts, wait_for_job
 from tests.integration.node_loss import job_nodes, kill_node, restore_node
 
 __all__ = ["gateway_config", "migrated_database", "token_for"]
@@ -38,15 +41,17 @@ TENANT = "sgw_nodeloss_a"
 FAST_WORKERS = WorkerConfig(
     enabled=True, submit_interval_s=0.2, poll_interval_s=0.5, max_backoff_s=2, submit_lease_s=10
 )
-# Attempt 1 leaves a marker in the job's directory (shared by every attempt) and outlives the
-# test; attempt 2 records where it ran and ends at once.
+# Attempt 1 writes a partial output, leaves a marker in the job's directory (shared by every
+# attempt) and outlives the test; attempt 2 records where it ran, writes its output and ends.
 SLEEPS_ON_ATTEMPT_1 = (
-    'if [ -e attempt1 ]; then scontrol show hostnames "$SLURM_JOB_NODELIST" > attempt2.nodes; exit 0; fi\n'
+    'if [ -e attempt1 ]; then scontrol show hostnames "$SLURM_JOB_NODELIST" > attempt2.nodes\n'
+    '  cp "$SGW_OUTPUTS_DIR/prepare/input.txt" "$SGW_OUTPUT_DIR/result.txt"; exit 0; fi\n'
+    'echo partial > "$SGW_OUTPUT_DIR/partial.txt"\n'
     "touch attempt1\n"
     "sleep 120\n"
 )
-NODE_FAIL_RETRY = {"max_attempts": 2, "backoff_s": 1, "on_states": ["NODE_FAIL"]}
-ENDED = ("completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory", "preempted")
+NODE_FAIL_RETRY = {"max_attempts": 2, "backoff_s": 1, "on_states": ["NODE_FAIL", "HUNG"]}
+ENDED = ("completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory", "preempted", "hung")
 
 
 @pytest.fixture(autouse=True)
@@ -74,19 +79,29 @@ def test_a_job_that_loses_a_node_is_retried_on_healthy_nodes_and_completes(
     alice = token_for("alice", TENANT, ["user"])
     body = {
         "name": "sgw-nodeloss-test",
-        "script": SLEEPS_ON_ATTEMPT_1,
-        "partition": "gpu",
-        "nodes": 2,
-        "time_limit": "5",
-        "retry": NODE_FAIL_RETRY,
+        "steps": [
+            {"name": "prepare", "script": 'echo input > "$SGW_OUTPUT_DIR/input.txt"\n', "partition": "cpu"},
+            {
+                "name": "train",
+                "after": ["prepare"],
+                "script": SLEEPS_ON_ATTEMPT_1,
+                "partition": "gpu",
+                "nodes": 2,
+                "time_limit": "5",
+                "retry": NODE_FAIL_RETRY,
+            },
+        ],
     }
     response = working_client.post("/v1/jobs", json=body, headers=bearer_headers(alice))
     assert response.status_code == 202, response.text
     job_id = str(response.json()["id"])
     working_dir = Path(job_working_dir(gateway_config.slurm.job_root, TENANT, job_id))
 
-    running = wait_for_job(working_client, alice, job_id, lambda view: view["state"] == "running")
-    nodes = job_nodes(running["slurm_job_id"])
+    running = wait_for_job(
+        working_client, alice, job_id, lambda view: view["steps"][1]["state"] == "running", timeout_s=60
+    )
+    first_slurm_job = running["steps"][1]["slurm_job_id"]
+    nodes = job_nodes(first_slurm_job)
     assert len(nodes) == 2, nodes
     # The batch host: the script dies with it, not only a remote share of the allocation.
     lost = nodes[0]
@@ -97,29 +112,32 @@ def test_a_job_that_loses_a_node_is_retried_on_healthy_nodes_and_completes(
             working_client,
             alice,
             job_id,
-            lambda view: view["state"] in ENDED or (view["attempt"] == 1 and view["state"] == "pending"),
+            lambda view: (
+                view["state"] in ENDED
+                or (view["steps"][1]["attempt"] == 1 and view["steps"][1]["state"] == "pending")
+            ),
             timeout_s=75,
         )
     finally:
         restore_node(lost)
+    prepare, train = done["steps"]
 
     # Slurm's JobRequeue=1 puts a NODE_FAIL batch job back in the queue under the same Slurm id,
     # unless it was submitted with --no-requeue: then the retry policy never sees the failure.
-    assert (done["attempt"], done["state"]) != (1, "pending"), f"Slurm requeued attempt 1 itself: {done}"
+    assert (train["attempt"], train["state"]) != (1, "pending"), f"Slurm requeued attempt 1 itself: {done}"
 
-    assert (done["state"], done["exit_code"]) == ("completed", 0)
-    assert [(entry["attempt"], entry["state"]) for entry in done["attempts"]] == [
-        (1, "node_fail"),
-        (2, "completed"),
-    ]
-    first, second = done["attempts"]
-    assert first["slurm_job_id"] == running["slurm_job_id"] != second["slurm_job_id"]
+    assert (done["state"], done["exit_code"]) == ("completed", 0), done
+    assert [entry["state"] for entry in prepare["attempts"]] == ["completed"]
+    first, second = train["attempts"]
+    assert (first["state"], second["state"]) in {("node_fail", "completed"), ("hung", "completed")}, train
+    assert first["slurm_job_id"] == first_slurm_job != second["slurm_job_id"]
     second_nodes = (working_dir / "attempt2.nodes").read_text().split()
     assert len(second_nodes) == 2 and lost not in second_nodes, second_nodes
-    assert {n: slurm_jobs_for(attempt_comment_key(job_id, n)) for n in (1, 2)} == {
-        1: {first["slurm_job_id"]},
-        2: {second["slurm_job_id"]},
-    }
+    # Exactly one set of outputs: attempt 2's, published; attempt 1's partial file never was.
+    assert [output["path"] for output in train["outputs"]] == ["result.txt"]
+    assert sorted(path.name for path in (working_dir / "outputs" / "train").iterdir()) == ["result.txt"]
+    assert os.readlink(working_dir / "outputs" / "train") == "../.attempts/train/a2/out"
+    assert not (working_dir / ".attempts" / "train" / "a1" / "manifest.sha256").exists()
 
 
 def _wait_for_file(path: Path, timeout_s: float = 30) -> None:

@@ -17,6 +17,7 @@ from gateway.job_admission import (
     memory_mb,
 )
 from gateway.job_schemas import JobSpec, decode_job_spec
+from gateway.job_service import stale_limit
 from slurm.errors import JobSpecError
 
 POLICY = TenantPolicy(allowed_partitions=("cpu", "gpu"), allowed_qos=("normal", "high"), default_qos="normal")
@@ -195,3 +196,51 @@ def test_the_admitted_spec_round_trips_through_json_storage() -> None:
 
 def test_working_dirs_live_under_the_job_root_per_tenant() -> None:
     assert job_working_dir("/var/lib/sgw/jobs", "t1", "job-1") == "/var/lib/sgw/jobs/t1/job-1"
+
+
+# --- heartbeat, signal and hang limit ------------------------------------------------
+
+
+def test_heartbeat_and_signal_reach_the_batch_job() -> None:
+    admitted = admit(heartbeat={"source": "program", "stale_after_s": 30}, signal_before_limit_s=120)
+    batch = batch_job_from_spec(
+        admitted,
+        gateway_job_id="job-1",
+        unix_user="alice",
+        account="acct",
+        working_dir="/w",
+        step_name="train",
+        dependencies=("41", "42"),
+    )
+    assert (batch.heartbeat, batch.signal_before_limit_s) == ("program", 120)
+    assert (batch.step_name, batch.dependencies) == ("train", ("41", "42"))
+    assert batch_job_from_spec(
+        admit(), gateway_job_id="j", unix_user="u", account="a", working_dir="/w"
+    ).heartbeat == ("wrapper")
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "limit"),
+    [
+        (None, 10),
+        ({"source": "wrapper"}, 10),
+        ({"stale_after_s": 42}, 42),
+        ({"source": "off", "stale_after_s": 42}, None),
+    ],
+)
+def test_the_hang_limit_comes_from_the_spec_or_the_gateway_default(
+    heartbeat: dict[str, object] | None, limit: int | None
+) -> None:
+    assert stale_limit(admit(**({"heartbeat": heartbeat} if heartbeat else {})), 10) == limit
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"signal_before_limit_s": 5}, "signal_before_limit_s"),
+        ({"heartbeat": {"stale_after_s": 1}}, "heartbeat.stale_after_s"),
+        ({"heartbeat": {"source": "sometimes"}}, "heartbeat.source"),
+    ],
+)
+def test_bad_heartbeat_and_signal_settings_name_the_field(fields: dict[str, object], field: str) -> None:
+    assert field_of({"name": "a", "command": ["x"], **fields}) == field

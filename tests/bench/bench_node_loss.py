@@ -1,9 +1,14 @@
 """Node loss: from killing a node under a running 2-node job to the gateway's attempt 2 in Slurm.
 
-In one run, against one kill: Slurm's own detection (kill → the job NODE_FAIL, squeue and sacct
-polled every 0.2 s) is the baseline; the gateway's figure is kill → attempt 2 holding a Slurm
-job id (GET /v1/jobs/{id} every 0.1 s); their difference is what the gateway adds on top of
-Slurm (its poll interval, the retry backoff, the submission).
+The job's heartbeat (default: the wrapper's, stale after 10 s) may tell the gateway before Slurm
+does; the attempt then ends ``hung`` instead of ``node_fail`` (Slurm records CANCELLED), and the
+figure says which. The baseline is therefore when Slurm itself declared the node down (sinfo),
+the moment it fails every job on it; the job's NODE_FAIL time is reported too when it happened.
+
+In one run, against one kill: Slurm's own detection (kill → node down in sinfo, polled every
+0.2 s) is the baseline; the gateway's figure is kill → attempt 2 holding a Slurm job id
+(GET /v1/jobs/{id} every 0.1 s); their difference is what the gateway adds on top of Slurm (its
+poll interval, the retry backoff, the submission), or saves when the heartbeat spoke first.
 
 Last line: JSON with both figures and the overhead.
 """
@@ -28,7 +33,8 @@ JOB_SPEC = {
     "partition": "gpu",
     "nodes": 2,
     "time_limit": "5",
-    "retry": {"max_attempts": 2, "backoff_s": RETRY_BACKOFF_S, "on_states": ["NODE_FAIL"]},
+    # The step's heartbeat may go stale before Slurm declares the node dead: either way, retry.
+    "retry": {"max_attempts": 2, "backoff_s": RETRY_BACKOFF_S, "on_states": ["NODE_FAIL", "HUNG"]},
 }
 SLURM_POLL_S = 0.2
 GATEWAY_POLL_S = 0.1
@@ -40,8 +46,11 @@ class Observed:
     """What the watchers saw, in seconds after the kill."""
 
     slurm_node_fail_s: float | None = None
+    slurm_node_down_s: float | None = None
     slurm_states: list[str] = field(default_factory=list)
     gateway_node_fail_seen_s: float | None = None
+    # How attempt 1 ended for the gateway: node_fail (Slurm noticed first) or hung (its heartbeat).
+    gateway_attempt_1_outcome: str | None = None
     gateway_attempt_2_slurm_id_s: float | None = None
     gateway_last_view: dict[str, object] = field(default_factory=dict)
     # Each distinct (state, reason) the gateway showed after the kill, with when it first showed it.
@@ -76,14 +85,26 @@ def slurm_states(slurm_job_id: str) -> set[str]:
     return {*queued, *accounted}
 
 
-def slurm_detection(slurm_job_id: str, killed_at: float, observed: Observed) -> None:
-    """Poll Slurm until the job is NODE_FAIL; record seconds after the kill and what was seen."""
+def node_is_down(node: str) -> bool:
+    """Whether Slurm has declared ``node`` down (not responding)."""
+    state = run_command(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], check=False).stdout
+    return "down" in state or "fail" in state
+
+
+def slurm_detection(slurm_job_id: str, node: str, killed_at: float, observed: Observed) -> None:
+    """Poll Slurm until it declared the node down and the job ended; record seconds after the kill."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
+        if observed.slurm_node_down_s is None and node_is_down(node):
+            observed.slurm_node_down_s = time.perf_counter() - killed_at
         states = slurm_states(slurm_job_id)
         observed.slurm_states = sorted(states)
-        if "NODE_FAIL" in states:
+        if observed.slurm_node_fail_s is None and "NODE_FAIL" in states:
             observed.slurm_node_fail_s = time.perf_counter() - killed_at
+        ended = (
+            bool(states & {"NODE_FAIL", "CANCELLED", "FAILED", "COMPLETED"}) and "COMPLETING" not in states
+        )
+        if observed.slurm_node_down_s is not None and ended:
             return
         time.sleep(SLURM_POLL_S)
 
@@ -95,8 +116,13 @@ def gateway_recovery(gateway: RunningGateway, job_id: str, killed_at: float, obs
         view = job_view(gateway, job_id)
         attempts = view["attempts"]
         assert isinstance(attempts, list)
-        if observed.gateway_node_fail_seen_s is None and attempts and attempts[0]["state"] == "node_fail":
+        if (
+            observed.gateway_node_fail_seen_s is None
+            and attempts
+            and attempts[0]["state"] in ("node_fail", "hung")
+        ):
             observed.gateway_node_fail_seen_s = time.perf_counter() - killed_at
+            observed.gateway_attempt_1_outcome = str(attempts[0]["state"])
         if view["attempt"] == 2 and view["slurm_job_id"]:
             observed.gateway_attempt_2_slurm_id_s = time.perf_counter() - killed_at
             return
@@ -133,7 +159,7 @@ def main() -> None:
             killed_at = time.perf_counter()
             kill_node(lost)
             watchers = [
-                threading.Thread(target=slurm_detection, args=(slurm_job_id, killed_at, observed)),
+                threading.Thread(target=slurm_detection, args=(slurm_job_id, lost, killed_at, observed)),
                 threading.Thread(target=gateway_recovery, args=(gateway, job_id, killed_at, observed)),
             ]
             for watcher in watchers:
@@ -143,11 +169,9 @@ def main() -> None:
         finally:
             restore_node(lost)
 
-    slurm_s, gateway_s = observed.slurm_node_fail_s, observed.gateway_attempt_2_slurm_id_s
+    slurm_s, gateway_s = observed.slurm_node_down_s, observed.gateway_attempt_2_slurm_id_s
     if slurm_s is None:
-        raise RuntimeError(
-            f"Slurm never reported job {slurm_job_id} NODE_FAIL (states {observed.slurm_states})"
-        )
+        raise RuntimeError(f"Slurm never declared {lost} down (job states {observed.slurm_states})")
     if gateway_s is None:
         raise RuntimeError(
             f"the gateway sent no attempt 2 in {TIMEOUT_S} s after the kill (Slurm states "
@@ -160,10 +184,14 @@ def main() -> None:
                 "benchmark": "node_loss",
                 "gateway_kill_to_attempt_2_slurm_id_s": round(gateway_s, 2),
                 "gateway_kill_to_node_fail_seen_s": None if seen_s is None else round(seen_s, 2),
-                "baseline_slurm_kill_to_node_fail_s": round(slurm_s, 2),
+                "baseline_slurm_kill_to_node_down_s": round(slurm_s, 2),
+                "slurm_kill_to_job_node_fail_s": (
+                    None if observed.slurm_node_fail_s is None else round(observed.slurm_node_fail_s, 2)
+                ),
                 "gateway_overhead_s": round(gateway_s - slurm_s, 2),
                 "retry_backoff_s": RETRY_BACKOFF_S,
-                "slurm_states_at_node_fail": observed.slurm_states,
+                "gateway_attempt_1_outcome": observed.gateway_attempt_1_outcome,
+                "slurm_states_at_end": observed.slurm_states,
                 "gateway_states_after_kill": observed.gateway_states,
                 "lost_node": lost,
             }

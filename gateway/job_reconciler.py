@@ -44,7 +44,6 @@ from gateway.job_states import (
     DESIRED_RUN,
     HUNG,
     IN_SLURM_STATES,
-    STEP,
     TERMINAL_STATES,
     WORKFLOW,
     ObservedUpdate,
@@ -55,7 +54,7 @@ from gateway.metrics import Counter, MetricsRegistry
 from gateway.step_dependencies import StepDependencySettler
 from gateway.storage_models import Job, JobAttempt
 from gateway.timestamps import Clock, as_utc, utc_now
-from gateway.workflow_states import StepStatus, derive_workflow_status, step_status
+from gateway.workflow_refresh import refresh_workflows
 from slurm.driver import SlurmDriver
 from slurm.errors import SlurmError, SlurmUnavailable
 from slurm.job_layout import DEFAULT_STEP_NAME, heartbeat_file
@@ -285,53 +284,7 @@ class JobReconciler:
     def _refresh_workflows(self) -> int:
         """Store each live multi-step job's state as derived from its steps; returns how many changed."""
         with self._session_factory() as session:
-            workflows = session.scalars(
-                select(Job).where(Job.kind == WORKFLOW, Job.state.not_in(TERMINAL_STATES))
-            ).all()
-            if not workflows:
-                return 0
-            steps = session.execute(
-                select(
-                    Job.parent_id,
-                    Job.step_name,
-                    Job.state,
-                    Job.state_reason,
-                    Job.exit_code,
-                    Job.started_at,
-                    Job.ended_at,
-                )
-                .where(Job.kind == STEP, Job.parent_id.in_([workflow.id for workflow in workflows]))
-                .order_by(Job.step_index)
-            ).all()
-            by_workflow: dict[str, list[StepStatus]] = {}
-            for row in steps:
-                by_workflow.setdefault(row.parent_id, []).append(step_status(row))
-            changed = 0
-            now = self._clock()
-            for workflow in workflows:
-                status = derive_workflow_status(
-                    by_workflow.get(workflow.id, []), desired_state=workflow.desired_state
-                )
-                current = (
-                    workflow.state,
-                    workflow.state_reason,
-                    workflow.exit_code,
-                    as_utc(workflow.started_at),
-                    as_utc(workflow.ended_at),
-                )
-                if current == (
-                    status.state,
-                    status.state_reason,
-                    status.exit_code,
-                    status.started_at,
-                    status.ended_at,
-                ):
-                    continue
-                changed += session.execute(
-                    update(Job)
-                    .where(Job.id == workflow.id, Job.state == workflow.state)
-                    .values(**msgspec.structs.asdict(status), updated_at=now)
-                ).rowcount
+            changed = refresh_workflows(session, self._clock())
             session.commit()
         return changed
 

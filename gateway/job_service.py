@@ -45,7 +45,7 @@ from gateway.principal import Principal
 from gateway.storage_models import Job, JobLabel, JobStepDependency, Tenant, TenantMember
 from gateway.timestamps import Clock, ensure_utc, utc_now
 from gateway.workflow_admission import admit_workflow, dependents_closure, step_run_spec
-from gateway.workflow_states import derive_workflow_status, step_status
+from gateway.workflow_refresh import refresh_workflows
 from slurm.batch_job import BatchJob
 from staging.output_checkpoints import OutputFile, verify_published_outputs
 
@@ -313,7 +313,7 @@ def request_cancel(session: Session, principal: Principal, job_id: str, *, clock
             if step.state not in TERMINAL_STATES:
                 _cancel_row(session, step.id, now)
         session.flush()
-        refresh_workflow(session, job_id, now)
+        refresh_workflows(session, now, only=[job_id])
     else:
         _cancel_row(session, job_id, now)
     session.commit()
@@ -442,25 +442,6 @@ def _checkpoint_problem(working_dir: str, step: Job) -> str | None:
         return verify_published_outputs(working_dir, step.step_name or "", step.attempt, files)
     except OSError as exc:
         return f"its outputs could not be read ({exc.strerror})"
-
-
-def refresh_workflow(session: Session, workflow_id: str, now: datetime) -> None:
-    """Store the multi-step job's state as derived from its steps, in the caller's transaction."""
-    workflow = session.get(Job, workflow_id, populate_existing=True)
-    if workflow is None:
-        return
-    steps = session.scalars(
-        select(Job)
-        .where(Job.parent_id == workflow_id)
-        .order_by(Job.step_index)
-        .execution_options(populate_existing=True)
-    ).all()
-    status = derive_workflow_status(
-        [step_status(step) for step in steps], desired_state=workflow.desired_state
-    )
-    session.execute(
-        update(Job).where(Job.id == workflow_id).values(**msgspec.structs.asdict(status), updated_at=now)
-    )
 
 
 def spec_digest(spec: JobSpec) -> str:

@@ -55,6 +55,14 @@ class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     failed_checks: list[FailedCheck] | None = None
     # The job's current state, when that state is why the request was refused (409).
     state: str | None = None
+    # Storage quota refusals (413): bytes used, held by uploads in progress, the limit, and asked for.
+    used_bytes: int | None = None
+    reserved_bytes: int | None = None
+    limit_bytes: int | None = None
+    requested_bytes: int | None = None
+    # Digest refusals (422): what the client said the bytes hash to, and what they hash to.
+    expected_sha256: str | None = None
+    actual_sha256: str | None = None
 
 
 # --- tenants -------------------------------------------------------------------

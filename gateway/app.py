@@ -17,6 +17,7 @@ from gateway.http_metrics import HttpMetricsMiddleware
 from gateway.job_state_metrics import register_job_state_gauge
 from gateway.job_view_cache import JobViewCache
 from gateway.metrics import MetricsRegistry
+from gateway.object_storage import object_store_from_config
 from gateway.problems import problem_exception_handlers
 from gateway.readiness import ReadinessCheck
 from gateway.readiness_probes import database_check, slurm_controller_check
@@ -33,7 +34,7 @@ def create_app(
     """Build the gateway application.
 
     The database engine is created at start-up (``app.state.database_engine``)
-    and disposed on shutdown. ``readiness_checks`` replaces the default
+    and disposed on shutdown; the object store is ``app.state.object_store``. ``readiness_checks`` replaces the default
     database + Slurm controller checks, e.g. in tests.
     """
     return Litestar(
@@ -57,6 +58,7 @@ def _resources_lifespan(
         engine = create_database_engine(config.database.url)
         app.state.database_engine = engine
         app.state.config = config
+        app.state.object_store = object_store_from_config(config.storage)
         app.state.session_factory = sessionmaker(engine, expire_on_commit=False)
         # Start-up, not import time: creates the HS256 secret file on first start.
         app.state.token_verifier = token_verifier_from_config(config)

@@ -7,6 +7,7 @@ Environment overrides (applied on top of the file, before validation):
 
 - ``SLURM_GATEWAY_DATABASE_URL`` -> ``database.url``
 - ``SLURM_GATEWAY_STORAGE_URL``  -> ``storage.url``
+- ``SLURM_GATEWAY_S3_ENDPOINT``  -> ``storage.s3.endpoint_url``
 - ``SLURM_GATEWAY_STATE_DIR``    -> ``state_dir``
 - ``SLURM_GATEWAY_PORT``         -> ``server.port``
 
@@ -32,6 +33,7 @@ ENV_DATABASE_URL = "SLURM_GATEWAY_DATABASE_URL"
 ENV_STORAGE_URL = "SLURM_GATEWAY_STORAGE_URL"
 ENV_STATE_DIR = "SLURM_GATEWAY_STATE_DIR"
 ENV_PORT = "SLURM_GATEWAY_PORT"
+ENV_S3_ENDPOINT = "SLURM_GATEWAY_S3_ENDPOINT"
 
 PortNumber = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 NonEmptyString = Annotated[str, msgspec.Meta(min_length=1)]
@@ -60,10 +62,34 @@ class DatabaseConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     url: NonEmptyString
 
 
+class S3Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How to reach an S3 storage root; unset values fall back to botocore's chain (AWS_*)."""
+
+    endpoint_url: NonEmptyString | None = None
+    region: NonEmptyString = "us-east-1"
+    access_key_id: NonEmptyString | None = None
+    # A file holding the secret key, so the secret stays out of the config file.
+    secret_access_key_path: NonEmptyString | None = None
+
+
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """fsspec URL of the object storage root (``file://`` or ``s3://``)."""
+    """Object storage: fsspec URL of the root (``file:///dir`` or ``s3://bucket/prefix``) and limits."""
 
     url: NonEmptyString
+    s3: S3Config = msgspec.field(default_factory=S3Config)
+    # The largest single file accepted (uploads and staged outputs).
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1024**4
+    # Presigned multipart uploads: part size offered to clients, URL lifetime, and how long an
+    # unfinished upload (and the quota it reserves) is kept for resuming.
+    upload_part_bytes: Annotated[int, msgspec.Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = 64 * 1024 * 1024
+    upload_url_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] = 3600
+    upload_expiry_s: Annotated[int, msgspec.Meta(ge=300)] = 24 * 3600
+    # Stage-in/stage-out: transfers running at once (whole gateway), and each tenant's share of
+    # bandwidth (bytes/s, token bucket; None: unlimited).
+    transfer_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    tenant_bandwidth_bytes_s: Annotated[int, msgspec.Meta(ge=1024)] | None = None
+    # Storage quota (bytes) of a tenant created without one; None: unlimited.
+    default_tenant_quota_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class SlurmConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -168,6 +194,8 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         _table(raw, "database")["url"] = env[ENV_DATABASE_URL]
     if ENV_STORAGE_URL in env:
         _table(raw, "storage")["url"] = env[ENV_STORAGE_URL]
+    if ENV_S3_ENDPOINT in env:
+        _table(_table(raw, "storage"), "s3")["endpoint_url"] = env[ENV_S3_ENDPOINT]
     if ENV_PORT in env:
         try:
             port = int(env[ENV_PORT])

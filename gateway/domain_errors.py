@@ -46,3 +46,21 @@ class InvalidField(Exception):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class QuotaExceeded(Exception):
+    """A write would take the tenant's storage past its quota; the figures go into the problem."""
+
+    def __init__(self, *, used: int, reserved: int, limit: int, requested: int) -> None:
+        super().__init__(
+            f"storing {requested} more bytes would exceed the storage quota: {used} bytes used"
+            f" and {reserved} held by uploads in progress, of {limit}"
+        )
+        self.used = used
+        self.reserved = reserved
+        self.limit = limit
+        self.requested = requested
+
+
+class PreconditionFailed(Exception):
+    """A conditional request (If-Match / If-None-Match) does not hold for the current state."""

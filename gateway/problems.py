@@ -21,9 +21,18 @@ from gateway.domain_errors import (
     JobStateConflict,
     NotFound,
     PermissionDenied,
+    PreconditionFailed,
+    QuotaExceeded,
 )
 from gateway.readiness import ServiceNotReady
 from slurm.errors import JobSpecError, SlurmError, SlurmRejected, SlurmUnavailable
+from staging.storage_errors import (
+    DigestMismatch,
+    InvalidObjectPath,
+    ObjectMissing,
+    SizeLimitExceeded,
+    StorageUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,13 @@ def problem_exception_handlers() -> ExceptionHandlersMap:
         SlurmRejected: handle_slurm_rejected,
         SlurmUnavailable: handle_slurm_unavailable,
         SlurmError: handle_slurm_error,
+        QuotaExceeded: handle_quota_exceeded,
+        SizeLimitExceeded: handle_size_limit_exceeded,
+        PreconditionFailed: handle_precondition_failed,
+        InvalidObjectPath: handle_invalid_object_path,
+        DigestMismatch: handle_digest_mismatch,
+        StorageUnavailable: handle_storage_unavailable,
+        ObjectMissing: handle_object_missing,
         Exception: handle_unexpected_exception,
     }
 
@@ -210,6 +226,101 @@ def handle_slurm_error(request: Request[Any, Any, Any], exc: SlurmError) -> Resp
         title="Unexpected answer from Slurm",
         status=HTTPStatus.BAD_GATEWAY,
         detail=str(exc),
+    )
+    return problem_response(request, problem)
+
+
+def handle_quota_exceeded(request: Request[Any, Any, Any], exc: QuotaExceeded) -> Response[ProblemDetails]:
+    """The write would pass the tenant's storage quota: 413 with used, reserved, limit, requested."""
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}storage-quota-exceeded",
+        title="Storage quota exceeded",
+        status=status,
+        detail=f"{exc}; delete files you no longer need or ask an admin for a larger quota",
+        used_bytes=exc.used,
+        reserved_bytes=exc.reserved,
+        limit_bytes=exc.limit,
+        requested_bytes=exc.requested,
+    )
+    return problem_response(request, problem)
+
+
+def handle_size_limit_exceeded(
+    request: Request[Any, Any, Any], exc: SizeLimitExceeded
+) -> Response[ProblemDetails]:
+    """More bytes than allowed (the file size limit, or the declared Content-Length): 413."""
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}too-large",
+        title=status.phrase,
+        status=status,
+        detail=f"the body has {exc}; nothing was stored",
+        limit_bytes=exc.limit,
+    )
+    return problem_response(request, problem)
+
+
+def handle_precondition_failed(
+    request: Request[Any, Any, Any], exc: PreconditionFailed
+) -> Response[ProblemDetails]:
+    """If-Match / If-None-Match did not hold: 412."""
+    return _simple_problem(request, HTTPStatus.PRECONDITION_FAILED, "precondition-failed", str(exc))
+
+
+def handle_invalid_object_path(
+    request: Request[Any, Any, Any], exc: InvalidObjectPath
+) -> Response[ProblemDetails]:
+    """A file path that may not be used (traversal, control characters, ...): 422 naming ``path``."""
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}invalid-field",
+        title="Invalid field",
+        status=HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail=f"path: {exc.message}",
+        errors=[FieldError(field="path", message=exc.message)],
+    )
+    return problem_response(request, problem)
+
+
+def handle_digest_mismatch(request: Request[Any, Any, Any], exc: DigestMismatch) -> Response[ProblemDetails]:
+    """The bytes do not hash to the sha256 the client sent: 422; nothing was stored."""
+    message = "the uploaded bytes do not match the expected sha256; nothing was stored, send the file again"
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}digest-mismatch",
+        title="Digest mismatch",
+        status=HTTPStatus.UNPROCESSABLE_ENTITY,
+        detail=message,
+        errors=[FieldError(field="sha256", message=message)],
+        expected_sha256=exc.expected,
+        actual_sha256=exc.actual,
+    )
+    return problem_response(request, problem)
+
+
+def handle_storage_unavailable(
+    request: Request[Any, Any, Any], exc: StorageUnavailable
+) -> Response[ProblemDetails]:
+    """Object storage failed mid-request: 503 with Retry-After; nothing half-written is visible."""
+    logger.warning("object storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}storage-unavailable",
+        title="Object storage unavailable",
+        status=status,
+        detail=f"{exc}; nothing was stored or changed, try again shortly",
+    )
+    return problem_response(request, problem, {"Retry-After": "5"})
+
+
+def handle_object_missing(request: Request[Any, Any, Any], exc: ObjectMissing) -> Response[ProblemDetails]:
+    """The database names a blob that storage no longer has: 502 (an operator must look)."""
+    logger.error("blob missing on %s %s: %s", request.method, request.url.path, exc)
+    status = HTTPStatus.BAD_GATEWAY
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}object-missing",
+        title="Stored object missing",
+        status=status,
+        detail="the file's bytes are missing from object storage; an administrator has been told",
     )
     return problem_response(request, problem)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -38,6 +38,14 @@ class Tenant(Base):
     # Set when Slurm provisioning (account, QOS, associations) last succeeded / failed.
     provisioned_at: Mapped[datetime | None]
     provisioning_error: Mapped[str | None] = mapped_column(Text)
+    # Object storage: the byte quota (None: unlimited), bytes in committed files, and bytes held
+    # by writes in flight (storage_reservations). Counters move in the transactions that
+    # commit or release writes, with conditional UPDATEs, so concurrent writers never overshoot.
+    storage_quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    storage_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    storage_reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # S3 URL prefixes (s3://bucket/prefix/) of the tenant's own data that jobs may stage in.
+    s3_input_prefixes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     members: Mapped[list[TenantMember]] = relationship(
         back_populates="tenant", cascade="all, delete-orphan", order_by="TenantMember.user"
@@ -181,3 +189,96 @@ class JobLabel(Base):
     value: Mapped[str] = mapped_column(String(255))
 
     job: Mapped[Job] = relationship(back_populates="labels")
+
+
+class StoredFile(Base):
+    """A file in a tenant's namespace: its path and the blob (staging.object_store) holding it.
+
+    A row is written only after its blob is complete and its digest known, in the transaction
+    that charges its size to the tenant; replacing a file swaps the blob in the same way.
+    """
+
+    __tablename__ = "stored_files"
+    __table_args__ = (Index("ix_stored_files_job", "job_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    # Normalised (staging.object_paths), e.g. "datasets/train.csv" or "jobs/<job id>/out.csv".
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    blob_key: Mapped[str] = mapped_column(String(200), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The job whose stage-out wrote this file (None: uploaded by a user).
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StorageReservation(Base):
+    """Bytes a write in flight holds against its tenant's quota (released on commit or failure).
+
+    A reservation outlives a crashed process only until ``expires_at``; the sweeper then
+    releases it and deletes the blob it named, so quota never leaks.
+    """
+
+    __tablename__ = "storage_reservations"
+    __table_args__ = (Index("ix_storage_reservations_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    # The blob being written, deleted if the reservation expires unreleased.
+    blob_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class MultipartUpload(Base):
+    """A resumable upload of one large file, in parts sent straight to storage."""
+
+    __tablename__ = "multipart_uploads"
+    __table_args__ = (Index("ix_multipart_uploads_tenant", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    part_bytes: Mapped[int] = mapped_column(BigInteger)
+    expected_sha256: Mapped[str | None] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # S3's UploadId (None on the file backend, where parts are files under the upload's key).
+    backend_upload_id: Mapped[str | None] = mapped_column(String(1024))
+    reservation_id: Mapped[str] = mapped_column(String(40))
+    # open -> completed | aborted
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+
+class JobStaging(Base):
+    """A job's (or step's) stage-in and stage-out, beside its row so the job table stays lean.
+
+    ``stage_in``/``stage_out``: pending -> running -> done | failed (None: nothing to stage).
+    """
+
+    __tablename__ = "job_staging"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    stage_in: Mapped[str | None] = mapped_column(String(16))
+    stage_out: Mapped[str | None] = mapped_column(String(16))
+    # What was staged in: [{"path", "source", "sha256", "size"}]; staged out: [{"path", "sha256", "size"}].
+    staged_in: Mapped[list[Any] | None] = mapped_column(JSON)
+    staged_out: Mapped[list[Any] | None] = mapped_column(JSON)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    stage_in_started_at: Mapped[datetime | None]
+    stage_in_ended_at: Mapped[datetime | None]
+    stage_out_started_at: Mapped[datetime | None]
+    stage_out_ended_at: Mapped[datetime | None]
+    # Stage-out lease, as for submission: a worker that died mid-transfer is taken over.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

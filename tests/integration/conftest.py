@@ -12,6 +12,8 @@ Fixtures:
   local_storage          Storage over a local directory in tmp_path
   s3_storage             Storage over a unique prefix of the test bucket, removed afterwards
   s3_settings            S3Settings(endpoint, key, secret, bucket) from the environment
+  storage_config         the gateway's StorageConfig for gateway_fixtures: a local directory
+                         (tests.integration.storage_fixtures overrides it with both backends)
 
 Every test under this directory is marked `integration`; tests that reach
 PostgreSQL or S3 are also marked `postgres` / `s3`, so `-m postgres` selects them.
@@ -30,6 +32,8 @@ import fsspec
 import pytest
 import s3fs
 import sqlalchemy as sa
+
+from gateway.config import StorageConfig
 
 SERVICES_HINT = (
     "start the test services with `make test-services` (or `dev/test-services up`) "
@@ -184,6 +188,11 @@ def _remove_s3_prefix(fs: s3fs.S3FileSystem, root: str) -> None:
     for folder, _, _ in fs.walk(root, topdown=False):
         bucket, key, _ = fs.split_path(folder)
         fs.call_s3("delete_object", Bucket=bucket, Key=f"{key}/")
+
+
+@pytest.fixture
+def storage_config(tmp_path: Path) -> StorageConfig:
+    return StorageConfig(url=(tmp_path / "storage").as_uri())
 
 
 @pytest.fixture

@@ -4,6 +4,10 @@
         gateway_client, gateway_config, migrated_database, token_for)
 
 Fixtures:
+  (storage_config    StorageConfig of gateway_config, from conftest.py: a local directory in
+                     tmp_path; modules that test storage import
+                     tests.integration.storage_fixtures.storage_config to override it with both
+                     backends, a local directory and SeaweedFS S3)
   gateway_config     GatewayConfig over `database_url` (sqlite and postgres), state dir in tmp_path,
                      job_root a fresh /var/lib/slurm-gateway/test-jobs/<uuid> (shared with every node).
                      Background workers are off unless asked for:
@@ -39,7 +43,13 @@ from gateway.principal import Role
 from gateway.schema_migrations import migrate_to_head
 from gateway.token_minting import mint_token
 
-__all__ = ["bearer_headers", "gateway_client", "gateway_config", "migrated_database", "token_for"]
+__all__ = [
+    "bearer_headers",
+    "gateway_client",
+    "gateway_config",
+    "migrated_database",
+    "token_for",
+]
 
 # Job directories must be visible to every emulated node (each has a private /tmp).
 TEST_JOB_ROOT = Path("/var/lib/slurm-gateway/test-jobs")
@@ -56,7 +66,7 @@ def bearer_headers(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def gateway_config(
-    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str, storage_config: StorageConfig
 ) -> Iterator[GatewayConfig]:
     """Test configuration; indirect param True turns the submitter and reconciler on."""
     workers_enabled = bool(getattr(request, "param", False))
@@ -66,7 +76,7 @@ def gateway_config(
     yield GatewayConfig(
         state_dir=str(tmp_path / "state"),
         database=DatabaseConfig(url=database_url),
-        storage=StorageConfig(url=(tmp_path / "storage").as_uri()),
+        storage=storage_config,
         slurm=SlurmConfig(
             job_root=str(job_root), default_fabric=load_config(DEV_GATEWAY_CONFIG, {}).slurm.default_fabric
         ),

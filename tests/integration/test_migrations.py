@@ -15,7 +15,18 @@ from gateway.database import create_database_engine
 from gateway.schema_migrations import current_revision, head_revision, migrate_to_head
 from gateway.storage_models import Base, Tenant
 
-GATEWAY_TABLES = {"tenants", "tenant_members", "jobs", "job_labels", "job_attempts", "job_step_dependencies"}
+GATEWAY_TABLES = {
+    "tenants",
+    "tenant_members",
+    "jobs",
+    "job_labels",
+    "job_attempts",
+    "job_step_dependencies",
+    "stored_files",
+    "storage_reservations",
+    "multipart_uploads",
+    "job_staging",
+}
 
 
 def table_names(engine: sa.Engine) -> set[str]:

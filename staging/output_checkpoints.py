@@ -15,9 +15,7 @@ import errno
 import hashlib
 import os
 import re
-import stat
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import msgspec
 
@@ -28,6 +26,15 @@ from slurm.job_layout import (
     OUTPUTS_DIR,
     published_link_target,
 )
+from staging.no_follow_paths import (
+    PathRefused,
+    check_step_name,
+    describe_entry,
+    is_plain_component,
+    open_problem,
+    opened_below,
+    opened_dir,
+)
 
 # Bounds on what root reads from a user's manifests (all manifests of one attempt together).
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -36,9 +43,6 @@ HASH_CHUNK_BYTES = 1024 * 1024
 # An array job has one manifest per task; more directory entries than that is not a real attempt.
 _MAX_ATTEMPT_DIR_ENTRIES = MAX_MANIFEST_ENTRIES + 100
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOCTTY: a device never becomes our tty.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 _ARRAY_MANIFEST_NAME = re.compile(r"manifest\.(0|[1-9][0-9]*)\.sha256", re.ASCII)
 # sha256sum's text-mode line; the path part is checked separately for clearer refusals.
@@ -65,15 +69,6 @@ class OutputsUnreadable(Exception):
         self.message = message
 
 
-class _Refused(Exception):
-    """A path below the working dir that may not be read; ``where`` is relative to the job dir."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(f"{where} {problem}")
-        self.where = where
-        self.problem = problem
-
-
 def read_attempt_outputs(working_dir: str, step: str, attempt: int) -> list[OutputFile]:
     """The outputs attempt ``attempt`` of ``step`` recorded in its manifest(s), sorted by path.
 
@@ -83,18 +78,18 @@ def read_attempt_outputs(working_dir: str, step: str, attempt: int) -> list[Outp
     OutputsUnreadable for anything the job's user caused: malformed, escaped, absolute, ``..`` or
     duplicate lines, oversized manifests, missing files, symlinks anywhere on the way.
     """
-    _check_step(step)
+    check_step_name(step)
     attempt_parts = [ATTEMPTS_DIR, step, f"a{attempt}"]
     try:
-        with _opened_dir(working_dir) as work_fd, _opened_below(work_fd, attempt_parts) as attempt_fd:
+        with opened_dir(working_dir) as work_fd, opened_below(work_fd, attempt_parts) as attempt_fd:
             entries = _read_manifests(attempt_fd, attempt_parts)
-            with _opened_below(attempt_fd, [ATTEMPT_OUT_DIR], shown_prefix=attempt_parts) as out_fd:
+            with opened_below(attempt_fd, [ATTEMPT_OUT_DIR], shown_prefix=attempt_parts) as out_fd:
                 shown_out = [*attempt_parts, ATTEMPT_OUT_DIR]
                 outputs = [
                     OutputFile(path=path, sha256=digest, size=_regular_file_size(out_fd, path, shown_out))
                     for path, digest in entries.items()
                 ]
-    except _Refused as exc:
+    except PathRefused as exc:
         raise OutputsUnreadable(f"{exc.where} {exc.problem}") from None
     return sorted(outputs, key=lambda output: output.path)
 
@@ -109,16 +104,16 @@ def verify_published_outputs(
     reading past the recorded size). Otherwise a short reason for the job's user, e.g.
     "outputs/train points at another attempt"; states the user caused never raise.
     """
-    _check_step(step)
+    check_step_name(step)
     shown_link = f"{OUTPUTS_DIR}/{step}"
     out_parts = [ATTEMPTS_DIR, step, f"a{attempt}", ATTEMPT_OUT_DIR]
     try:
-        with _opened_dir(working_dir) as work_fd:
-            with _opened_below(work_fd, [OUTPUTS_DIR]) as outputs_fd:
+        with opened_dir(working_dir) as work_fd:
+            with opened_below(work_fd, [OUTPUTS_DIR]) as outputs_fd:
                 problem = _published_link_problem(outputs_fd, step, published_link_target(step, attempt))
             if problem is not None:
                 return f"{shown_link} {problem}"
-            with _opened_below(work_fd, out_parts) as out_fd:
+            with opened_below(work_fd, out_parts) as out_fd:
                 # Cheap checks first: a missing file is found before gigabytes are hashed.
                 for output in files:
                     if _regular_file_size(out_fd, output.path, [shown_link]) != output.size:
@@ -126,19 +121,9 @@ def verify_published_outputs(
                 for output in files:
                     if not _has_digest(out_fd, output, [shown_link]):
                         return f"{shown_link}/{output.path} changed (sha256 differs)"
-    except _Refused as exc:
+    except PathRefused as exc:
         return f"{exc.where} {exc.problem}"
     return None
-
-
-def _check_step(step: str) -> None:
-    # Step names are validated at admission; one that is not a single path component is a bug.
-    if not _is_plain_component(step):
-        raise ValueError(f"step name {step!r} is not a single path component")
-
-
-def _is_plain_component(name: str) -> bool:
-    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
 def _published_link_problem(outputs_fd: int, step: str, expected_target: str) -> str | None:
@@ -146,9 +131,9 @@ def _published_link_problem(outputs_fd: int, step: str, expected_target: str) ->
         target = os.readlink(step, dir_fd=outputs_fd)
     except OSError as exc:
         if exc.errno == errno.EINVAL:
-            kind = _describe(outputs_fd, step)
+            kind = describe_entry(outputs_fd, step)
             return f"is {kind}, not a link to the published attempt"
-        return _problem(exc)
+        return open_problem(exc)
     return None if target == expected_target else "points at another attempt"
 
 
@@ -170,71 +155,71 @@ def _manifest_names(attempt_fd: int, shown_attempt: str) -> list[str]:
     with os.scandir(attempt_fd) as listing:
         for count, entry in enumerate(listing):
             if count >= _MAX_ATTEMPT_DIR_ENTRIES:
-                raise _Refused(shown_attempt, "has too many entries")
+                raise PathRefused(shown_attempt, "has too many entries")
             if entry.name == MANIFEST_NAME:
                 plain = True
             elif match := _ARRAY_MANIFEST_NAME.fullmatch(entry.name):
                 array.append((int(match.group(1)), entry.name))
     if plain and array:
-        raise _Refused(shown_attempt, f"has both {MANIFEST_NAME} and per-task manifests")
+        raise PathRefused(shown_attempt, f"has both {MANIFEST_NAME} and per-task manifests")
     if plain:
         return [MANIFEST_NAME]
     if not array:
-        raise _Refused(shown_attempt, f"has no {MANIFEST_NAME} (did the attempt finish?)")
+        raise PathRefused(shown_attempt, f"has no {MANIFEST_NAME} (did the attempt finish?)")
     return [name for _, name in sorted(array)]
 
 
 def _parse_manifest(data: bytes, shown: str, entries: dict[str, str]) -> None:
     """Adds the manifest's lines to ``entries``; refuses anything sha256sum would not write."""
     if data and not data.endswith(b"\n"):
-        raise _Refused(shown, "does not end with a newline (cut short?)")
+        raise PathRefused(shown, "does not end with a newline (cut short?)")
     # Split on newlines only: any other control character in a name is refused below, by name.
     lines = data[:-1].split(b"\n") if data else []
     for number, line in enumerate(lines, start=1):
         where = f"line {number}:"
         if line.startswith(b"\\"):
-            raise _Refused(
+            raise PathRefused(
                 shown, f"{where} escaped file name (a backslash or newline in a name); rename the file"
             )
         match = _MANIFEST_LINE.fullmatch(line)
         if match is None:
-            raise _Refused(shown, f"{where} not in sha256sum's '<sha256>  ./<path>' form")
+            raise PathRefused(shown, f"{where} not in sha256sum's '<sha256>  ./<path>' form")
         path = _manifest_path(match.group(2), shown, where)
         if path in entries:
-            raise _Refused(shown, f"{where} {path} is listed twice")
+            raise PathRefused(shown, f"{where} {path} is listed twice")
         if len(entries) >= MAX_MANIFEST_ENTRIES:
-            raise _Refused(shown, f"lists more than {MAX_MANIFEST_ENTRIES} files")
+            raise PathRefused(shown, f"lists more than {MAX_MANIFEST_ENTRIES} files")
         entries[path] = match.group(1).decode("ascii").lower()
 
 
 def _manifest_path(raw: bytes, shown: str, where: str) -> str:
     if raw.startswith(b"/"):
-        raise _Refused(shown, f"{where} absolute path; paths must be ./relative to the output dir")
+        raise PathRefused(shown, f"{where} absolute path; paths must be ./relative to the output dir")
     if not raw.startswith(b"./"):
-        raise _Refused(shown, f"{where} path does not start with ./")
+        raise PathRefused(shown, f"{where} path does not start with ./")
     try:
         path = raw[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise _Refused(shown, f"{where} file name is not UTF-8") from None
+        raise PathRefused(shown, f"{where} file name is not UTF-8") from None
     if _CONTROL_CHARACTERS.search(path):
-        raise _Refused(shown, f"{where} control character in a file name")
+        raise PathRefused(shown, f"{where} control character in a file name")
     parts = path.split("/")
     if ".." in parts:
-        raise _Refused(shown, f"{where} '..' in a path")
-    if not all(_is_plain_component(part) for part in parts):
-        raise _Refused(shown, f"{where} empty or '.' path component")
+        raise PathRefused(shown, f"{where} '..' in a path")
+    if not all(is_plain_component(part) for part in parts):
+        raise PathRefused(shown, f"{where} empty or '.' path component")
     return path
 
 
 def _regular_file_size(dir_fd: int, path: str, shown_prefix: list[str]) -> int:
-    with _opened_below(dir_fd, path.split("/"), shown_prefix=shown_prefix, final_is_dir=False) as fd:
+    with opened_below(dir_fd, path.split("/"), shown_prefix=shown_prefix, final_is_dir=False) as fd:
         return os.fstat(fd).st_size
 
 
 def _has_digest(out_fd: int, output: OutputFile, shown_prefix: list[str]) -> bool:
     """Whether the file holds exactly ``output.size`` bytes with ``output.sha256``."""
     parts = output.path.split("/")
-    with _opened_below(out_fd, parts, shown_prefix=shown_prefix, final_is_dir=False) as fd:
+    with opened_below(out_fd, parts, shown_prefix=shown_prefix, final_is_dir=False) as fd:
         digest = hashlib.sha256()
         left = output.size
         while left > 0:
@@ -250,9 +235,9 @@ def _has_digest(out_fd: int, output: OutputFile, shown_prefix: list[str]) -> boo
 def _read_manifest_file(dir_fd: int, name: str, shown_prefix: list[str], *, limit: int) -> bytes:
     shown = "/".join([*shown_prefix, name])
     too_large = f"is too large (an attempt's manifests may hold {MAX_MANIFEST_BYTES} bytes in all)"
-    with _opened_below(dir_fd, [name], shown_prefix=shown_prefix, final_is_dir=False) as fd:
+    with opened_below(dir_fd, [name], shown_prefix=shown_prefix, final_is_dir=False) as fd:
         if os.fstat(fd).st_size > limit:
-            raise _Refused(shown, too_large)
+            raise PathRefused(shown, too_large)
         chunks: list[bytes] = []
         read = 0
         # Read to EOF but never past the limit: the file may grow after fstat.
@@ -260,83 +245,5 @@ def _read_manifest_file(dir_fd: int, name: str, shown_prefix: list[str], *, limi
             chunks.append(chunk)
             read += len(chunk)
             if read > limit:
-                raise _Refused(shown, too_large)
+                raise PathRefused(shown, too_large)
         return b"".join(chunks)
-
-
-@contextmanager
-def _opened_dir(working_dir: str) -> Iterator[int]:
-    """The working dir itself; its parents are the gateway's, its last component is not followed."""
-    try:
-        fd = os.open(working_dir, _DIR_FLAGS)
-    except OSError as exc:
-        is_link = exc.errno == errno.ENOTDIR and os.path.islink(working_dir)
-        raise _Refused("the working directory", "is a symlink" if is_link else _problem(exc)) from None
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _opened_below(
-    dir_fd: int,
-    parts: Sequence[str],
-    *,
-    shown_prefix: Sequence[str] = (),
-    final_is_dir: bool = True,
-) -> Iterator[int]:
-    """``dir_fd/parts[0]/.../parts[-1]`` opened one component at a time, no symlink followed.
-
-    Every component but the last must be a directory; the last is a directory, or (with
-    ``final_is_dir=False``) a regular file. Refusals name the path relative to the job dir.
-    """
-    fd = dir_fd
-    try:
-        for index, name in enumerate(parts):
-            if not _is_plain_component(name):
-                raise ValueError(f"not a single path component: {name!r}")
-            is_last = index == len(parts) - 1
-            flags = _FILE_FLAGS if is_last and not final_is_dir else _DIR_FLAGS
-            shown = "/".join([*shown_prefix, *parts[: index + 1]])
-            try:
-                next_fd = os.open(name, flags, dir_fd=fd)
-            except OSError as exc:
-                # O_DIRECTORY|O_NOFOLLOW reports a symlink as ENOTDIR: say which it was.
-                is_link = exc.errno == errno.ENOTDIR and _describe(fd, name) == "a symlink"
-                problem = "is a symlink" if is_link else _problem(exc)
-                raise _Refused(shown, problem) from None
-            if fd != dir_fd:
-                os.close(fd)
-            fd = next_fd
-            if is_last and not final_is_dir and not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _Refused(shown, "is not a regular file")
-        yield fd
-    finally:
-        if fd != dir_fd:
-            os.close(fd)
-
-
-def _describe(dir_fd: int, name: str) -> str:
-    """What ``name`` is, for a refusal ("a symlink", "a directory", ...)."""
-    try:
-        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-    except OSError:
-        return "unreadable"
-    if stat.S_ISLNK(mode):
-        return "a symlink"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    return "a special file"
-
-
-def _problem(exc: OSError) -> str:
-    if exc.errno == errno.ENOENT:
-        return "is missing"
-    if exc.errno == errno.ELOOP:
-        return "is a symlink"
-    if exc.errno == errno.ENOTDIR:
-        return "is not a directory"
-    return f"cannot be opened ({exc.strerror})"

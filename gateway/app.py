@@ -33,9 +33,9 @@ def create_app(
 ) -> Litestar:
     """Build the gateway application.
 
-    The database engine is created at start-up (``app.state.database_engine``)
-    and disposed on shutdown; the object store is ``app.state.object_store``. ``readiness_checks`` replaces the default
-    database + Slurm controller checks, e.g. in tests.
+    The database engine is created at start-up (``app.state.database_engine``) and disposed
+    on shutdown; the object store is ``app.state.object_store``. ``readiness_checks`` replaces
+    the default database + Slurm controller checks, e.g. in tests.
     """
     return Litestar(
         route_handlers=route_handlers(),

@@ -1,4 +1,5 @@
-"""Start and stop the submitter and reconciler loops with the app (a Litestar lifespan).
+"""Start and stop the background loops with the app (a Litestar lifespan): the submitter, the
+reconciler and the stager (stage-in and stage-out).
 
 Each loop is a daemon thread: the Slurm drivers are blocking subprocess calls, and a thread per
 loop keeps them off the event loop without tying up the request thread pool. The lifespan also
@@ -26,12 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.config import ConfigError, GatewayConfig
 from gateway.job_reconciler import JobReconciler
+from gateway.job_stager import JobStager, StagerSettings
 from gateway.job_submitter import JobSubmitter, SubmitterSettings
 from gateway.metrics import MetricsRegistry
 from gateway.partition_capacity import PartitionCapacityCache
 from gateway.slurm_driver import slurm_driver_from_config
 from slurm.driver import SlurmDriver
 from slurm.errors import SlurmUnavailable
+from staging.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -97,22 +100,29 @@ class WorkerLoop:
 
 
 class JobWorkers:
-    """The submitter and reconciler loops of one gateway process."""
+    """The background loops of one gateway process."""
 
-    def __init__(self, submitter: WorkerLoop, reconciler: WorkerLoop) -> None:
-        """Wrap the two loops (not started yet)."""
+    def __init__(
+        self, submitter: WorkerLoop, reconciler: WorkerLoop, stager: WorkerLoop, on_stop: Callable[[], None]
+    ) -> None:
+        """Wrap the loops (not started yet); ``on_stop`` runs once they all stopped."""
         self.submitter = submitter
         self.reconciler = reconciler
+        self.stager = stager
+        self._on_stop = on_stop
 
     def start(self) -> None:
-        """Start both loops."""
+        """Start the loops."""
         self.submitter.start()
         self.reconciler.start()
+        self.stager.start()
 
     def stop(self) -> None:
-        """Stop both loops, waiting for steps in flight."""
+        """Stop the loops, waiting for steps in flight."""
+        self.stager.stop()
         self.submitter.stop()
         self.reconciler.stop()
+        self._on_stop()
 
 
 def background_workers_lifespan(
@@ -131,6 +141,7 @@ def background_workers_lifespan(
                 config,
                 app.state.session_factory,
                 driver,
+                app.state.object_store,
                 getattr(app.state, "metrics", None),
                 on_jobs_changed=_view_cache_invalidator(app, asyncio.get_running_loop()),
             )
@@ -149,18 +160,20 @@ def build_job_workers(
     config: GatewayConfig,
     session_factory: sessionmaker[Session],
     driver: SlurmDriver,
+    store: ObjectStore,
     metrics: MetricsRegistry | None,
     *,
     on_jobs_changed: Callable[[Sequence[str]], None] | None = None,
 ) -> JobWorkers:
-    """The submitter and reconciler loops for ``config`` (not started); ``on_jobs_changed``
-    hears, from the submitter's thread, of every job whose state the submitter committed."""
+    """The background loops for ``config`` (not started); ``on_jobs_changed`` hears, from the
+    submitter's and the stager's threads, of every job whose state they committed."""
     settings = config.workers
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     submitter = JobSubmitter(
         session_factory,
         driver,
         SubmitterSettings(
-            worker_id=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            worker_id=worker_id,
             lease_s=settings.submit_lease_s,
             max_backoff_s=settings.max_backoff_s,
             job_root=config.slurm.job_root,
@@ -180,19 +193,45 @@ def build_job_workers(
         reconciler.run_once()
         return False
 
-    return JobWorkers(
-        submitter=WorkerLoop(
-            "job-submitter",
-            submit_step,
-            interval_s=settings.submit_interval_s,
-            max_backoff_s=settings.max_backoff_s,
+    submitter_loop = WorkerLoop(
+        "job-submitter",
+        submit_step,
+        interval_s=settings.submit_interval_s,
+        max_backoff_s=settings.max_backoff_s,
+    )
+    stager = JobStager(
+        session_factory,
+        store,
+        StagerSettings(
+            worker_id=worker_id,
+            job_root=config.slurm.job_root,
+            concurrency=config.storage.transfer_concurrency,
+            tenant_bandwidth_bytes_s=config.storage.tenant_bandwidth_bytes_s,
+            max_file_bytes=config.storage.max_file_bytes,
         ),
+        on_jobs_changed=on_jobs_changed,
+        on_staged_in=submitter_loop.wake,
+    )
+
+    def stage_step() -> bool:
+        # A full batch may mean more work waiting.
+        return stager.run_once() > 0
+
+    return JobWorkers(
+        submitter=submitter_loop,
         reconciler=WorkerLoop(
             "job-reconciler",
             reconcile_step,
             interval_s=settings.poll_interval_s,
             max_backoff_s=settings.max_backoff_s,
         ),
+        stager=WorkerLoop(
+            "job-stager",
+            stage_step,
+            interval_s=settings.submit_interval_s,
+            max_backoff_s=settings.max_backoff_s,
+        ),
+        on_stop=stager.close,
     )
 
 

@@ -44,6 +44,7 @@ from gateway.job_states import (
     DESIRED_RUN,
     HUNG,
     IN_SLURM_STATES,
+    STAGING_OUT,
     TERMINAL_STATES,
     WORKFLOW,
     ObservedUpdate,
@@ -52,7 +53,7 @@ from gateway.job_states import (
 )
 from gateway.metrics import Counter, MetricsRegistry
 from gateway.step_dependencies import StepDependencySettler
-from gateway.storage_models import Job, JobAttempt
+from gateway.storage_models import Job, JobAttempt, JobStaging
 from gateway.timestamps import Clock, as_utc, utc_now
 from gateway.workflow_refresh import refresh_workflows
 from slurm.driver import SlurmDriver
@@ -91,6 +92,8 @@ class _LiveJob(msgspec.Struct, frozen=True, kw_only=True):
     step_name: str
     heartbeat_stale_s: int | None
     hung: bool
+    # The job uploads outputs once it completes (its staging row's stage_out is set).
+    stages_out: bool
 
 
 class JobReconciler:
@@ -175,7 +178,10 @@ class JobReconciler:
                     Job.step_name,
                     Job.heartbeat_stale_s,
                     Job.hung_at,
-                ).where(Job.state.in_(IN_SLURM_STATES), Job.slurm_job_id.is_not(None))
+                    JobStaging.stage_out,
+                )
+                .outerjoin(JobStaging, JobStaging.job_id == Job.id)
+                .where(Job.state.in_(IN_SLURM_STATES), Job.slurm_job_id.is_not(None))
             ).all()
         return [
             _LiveJob(
@@ -192,6 +198,7 @@ class JobReconciler:
                 step_name=row.step_name or DEFAULT_STEP_NAME,
                 heartbeat_stale_s=row.heartbeat_stale_s,
                 hung=row.hung_at is not None,
+                stages_out=row.stage_out is not None,
             )
             for row in rows
         ]
@@ -229,16 +236,26 @@ class JobReconciler:
             retried = self._retry(job, slurm_state, change)
             if retried is not None:
                 return retried
+        if change.state == COMPLETED and job.stages_out:
+            # Completed in Slurm; completed for the user once its outputs are uploaded (gateway.job_stager).
+            change = msgspec.structs.replace(change, state=STAGING_OUT)
         values = {**_row_values(change), "array_tasks": array_tasks}
         if outputs is not None:
             values["outputs"] = outputs
+        now = self._clock()
         with self._session_factory() as session:
             # Conditional on the state we read, so a concurrent writer is never overwritten.
             changed = session.execute(
                 update(Job)
                 .where(Job.id == job.job_id, Job.state == job.state, Job.attempt == job.attempt)
-                .values(**values, updated_at=self._clock())
+                .values(**values, updated_at=now)
             ).rowcount
+            if changed and change.state == STAGING_OUT:
+                session.execute(
+                    update(JobStaging)
+                    .where(JobStaging.job_id == job.job_id)
+                    .values(stage_out="pending", error=None, updated_at=now)
+                )
             session.commit()
         if changed and change.state != job.state and self._transitions is not None:
             self._transitions.inc(state=change.state)

@@ -48,6 +48,8 @@ MAX_ENV_VARS = 128
 MAX_LABELS = 32
 MAX_ATTEMPTS = 10
 MAX_STEPS = 32
+MAX_INPUTS = 256
+MAX_OUTPUT_PATTERNS = 64
 # Longest wait before an automatic retry, whatever the exponential backoff comes to.
 MAX_RETRY_BACKOFF_S = 3600
 
@@ -129,6 +131,21 @@ class HeartbeatOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     stale_after_s: Annotated[int, msgspec.Meta(ge=5, le=7 * 24 * 3600)] | None = None
 
 
+class InputSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One file the gateway copies into the job's working directory before the job may start."""
+
+    # Where, relative to the working directory: "data/train.csv".
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    # A file in the tenant's namespace ("datasets/train.csv", see /v1/files), or an object of the
+    # tenant's own on S3 ("s3://bucket/key", under one of the tenant's s3_input_prefixes).
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    # Expected digest; for a stored file, its recorded sha256 is checked even without this.
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+OutputPattern = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
 class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """What one Slurm job runs: the fields a plain job and each step of a multi-step job share."""
 
@@ -176,6 +193,16 @@ class RunSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     # Slurm sends SIGUSR2 this many seconds before the time limit (--signal=B:USR2@secs), to
     # checkpoint; runtimes script, mpi and torchrun pass it on to the program.
     signal_before_limit_s: Annotated[int, msgspec.Meta(ge=10, le=65535)] | None = None
+    # Staged in before the job can start; the job waits in state staging_in meanwhile.
+    inputs: Annotated[list[InputSpec], msgspec.Meta(max_length=MAX_INPUTS)] = msgspec.field(
+        default_factory=list
+    )
+    # Globs ("*.csv", "model/**") over what the completed attempt wrote to $SGW_OUTPUT_DIR,
+    # uploaded to the tenant's namespace under jobs/<job id>/ (a step's: jobs/<job id>/<step>/)
+    # before the job counts as completed. A pattern that matches nothing fails the job.
+    outputs: Annotated[list[OutputPattern], msgspec.Meta(max_length=MAX_OUTPUT_PATTERNS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class StepSpec(RunSpec, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -222,6 +249,30 @@ class OutputFileView(msgspec.Struct, frozen=True, kw_only=True):
     size: int
 
 
+class StagedFileView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One staged file: an input as written into the working directory, or an uploaded output
+    (``path`` in the tenant's namespace, downloadable from /v1/files)."""
+
+    path: str
+    sha256: str
+    size: int
+    source: str | None = None
+
+
+class StagingView(msgspec.Struct, frozen=True, kw_only=True):
+    """Stage-in and stage-out of a job or step: pending, running, done or failed (None: none)."""
+
+    stage_in: str | None
+    stage_out: str | None
+    inputs: list[StagedFileView]
+    outputs: list[StagedFileView]
+    bytes_in: int
+    bytes_out: int
+    stage_in_seconds: float | None
+    stage_out_seconds: float | None
+    error: str | None
+
+
 class ArrayTaskView(msgspec.Struct, frozen=True, kw_only=True):
     """One task of a job array, as last observed."""
 
@@ -246,6 +297,7 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     # Under $SGW_OUTPUTS_DIR/<name> once the step completed (paths relative to it).
     outputs: list[OutputFileView] = msgspec.field(default_factory=list)
     array_tasks: list[ArrayTaskView] = msgspec.field(default_factory=list)
+    staging: StagingView | None = None
     submitted_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
@@ -272,6 +324,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     array_tasks: list[ArrayTaskView] = msgspec.field(default_factory=list)
     # A multi-step job's steps, in the spec's order (empty for a plain job).
     steps: list[StepView] = msgspec.field(default_factory=list)
+    # A plain job's stage-in and stage-out (steps carry their own).
+    staging: StagingView | None = None
     labels: dict[str, str]
     spec: JobSpec
     created_at: datetime

@@ -1,7 +1,8 @@
 """The jobs domain behind the API: accept (idempotently), read, list, cancel and retry.
 
-No HTTP and no Slurm here: accepting a job only writes its row (state ``accepted``); the
-submitter and the reconciler talk to Slurm. Visibility rules, applied to every read and cancel:
+No HTTP and no Slurm here: accepting a job only writes its row (state ``accepted``, or
+``staging_in`` when it has inputs to stage first); the stager, the submitter and the reconciler
+do the rest. Visibility rules, applied to every read and cancel:
 
 - ``admin``: every job;
 - ``tenant-admin``: every job of the token's tenant;
@@ -37,12 +38,15 @@ from gateway.job_states import (
     DESIRED_CANCEL,
     DESIRED_RUN,
     PLAIN_JOB,
+    STAGING_IN,
+    STAGING_OUT,
     STEP,
     TERMINAL_STATES,
     WORKFLOW,
 )
 from gateway.principal import Principal
-from gateway.storage_models import Job, JobLabel, JobStepDependency, Tenant, TenantMember
+from gateway.staging_admission import check_staging
+from gateway.storage_models import Job, JobLabel, JobStaging, JobStepDependency, Tenant, TenantMember
 from gateway.timestamps import Clock, ensure_utc, utc_now
 from gateway.workflow_admission import admit_workflow, dependents_closure, step_run_spec
 from gateway.workflow_refresh import refresh_workflows
@@ -58,7 +62,9 @@ RETRYABLE_STATES = TERMINAL_STATES - {COMPLETED}
 _VIEW_LOADS = (
     selectinload(Job.labels),
     selectinload(Job.past_attempts),
+    selectinload(Job.staging),
     selectinload(Job.steps).selectinload(Job.past_attempts),
+    selectinload(Job.steps).selectinload(Job.staging),
 )
 # Seconds without a heartbeat before a running attempt is hung, unless config or spec say otherwise.
 DEFAULT_HEARTBEAT_STALE_S = 10
@@ -96,12 +102,15 @@ def accept_job(
     job_root: str,
     idempotency_key: str | None = None,
     heartbeat_stale_s: int = DEFAULT_HEARTBEAT_STALE_S,
+    s3_sources_allowed: bool = False,
     clock: Clock = utc_now,
 ) -> Acceptance:
-    """Admit ``spec`` for the caller and store it as an ``accepted`` job.
+    """Admit ``spec`` for the caller and store it as an ``accepted`` job (``staging_in`` when
+    it has inputs).
 
     ``job_root`` is the shared directory under which the job's working directory will be;
-    ``heartbeat_stale_s`` is the hang limit of attempts whose spec names none.
+    ``heartbeat_stale_s`` is the hang limit of attempts whose spec names none;
+    ``s3_sources_allowed``: inputs may name s3:// URLs (the gateway's storage is S3).
 
     The same ``idempotency_key`` with the same canonical spec returns the job created first
     (``created`` False); with a different spec it raises Conflict. Raises PermissionDenied
@@ -126,8 +135,13 @@ def accept_job(
     }
     if spec.steps is not None:
         admitted = admit_workflow(spec, _tenant_policy(tenant), **admission)
+        runs: list[tuple[str, RunSpec]] = [
+            (f"steps[{i}].", step) for i, step in enumerate(admitted.steps or [])
+        ]
     else:
         admitted, _ = admit_job(spec, _tenant_policy(tenant), **admission)
+        runs = [("", admitted)]
+    check_staging(session, tenant, runs, s3_sources_allowed=s3_sources_allowed)
     now = clock()
     job = Job(
         id=job_id,
@@ -141,11 +155,12 @@ def accept_job(
         kind=WORKFLOW if admitted.steps is not None else PLAIN_JOB,
         heartbeat_stale_s=None if admitted.steps is not None else stale_limit(admitted, heartbeat_stale_s),
         desired_state=DESIRED_RUN,
-        state=ACCEPTED,
+        state=STAGING_IN if admitted.inputs else ACCEPTED,
         attempt=1,
         submit_attempts=0,
         created_at=now,
         updated_at=now,
+        staging=_new_staging(admitted, now),
         labels=[JobLabel(key=key, value=value) for key, value in sorted(admitted.labels.items())],
         past_attempts=[],
     )
@@ -164,6 +179,20 @@ def accept_job(
             raise
         return _replay(earlier, digest)
     return Acceptance(job=job, created=True)
+
+
+def _new_staging(spec: RunSpec, now: datetime) -> JobStaging | None:
+    """The staging row of a job or step that has inputs or outputs (None: nothing to stage).
+
+    Stage-out ``waiting``: the reconciler makes it ``pending`` when an attempt completes.
+    """
+    if not spec.inputs and not spec.outputs:
+        return None
+    return JobStaging(
+        stage_in="pending" if spec.inputs else None,
+        stage_out="waiting" if spec.outputs else None,
+        updated_at=now,
+    )
 
 
 def stale_limit(spec: RunSpec, default_s: int) -> int | None:
@@ -196,11 +225,12 @@ def _add_steps(session: Session, workflow: Job, spec: JobSpec, now: datetime, he
                 step_index=index,
                 heartbeat_stale_s=stale_limit(step, heartbeat_stale_s),
                 desired_state=DESIRED_RUN,
-                state=ACCEPTED,
+                state=STAGING_IN if step.inputs else ACCEPTED,
                 attempt=1,
                 submit_attempts=0,
                 created_at=now,
                 updated_at=now,
+                staging=_new_staging(step, now),
             )
         )
     # The step rows must exist before rows that point at them (PostgreSQL checks at once).
@@ -323,22 +353,28 @@ def request_cancel(session: Session, principal: Principal, job_id: str, *, clock
 
 def _cancel_row(session: Session, job_id: str, now: datetime) -> None:
     # Conditional on state and attempts, so a submitter claiming the job at the same moment
-    # either finds it cancelled or sees the desired state and acts on it.
-    cancelled_before_submission = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == ACCEPTED, Job.submit_attempts == 0)
-        .values(
-            desired_state=DESIRED_CANCEL,
-            state=CANCELLED,
-            state_reason="cancelled before it was submitted to Slurm",
-            ended_at=now,
-            updated_at=now,
-        )
-    ).rowcount
-    if not cancelled_before_submission:
-        session.execute(
-            update(Job).where(Job.id == job_id).values(desired_state=DESIRED_CANCEL, updated_at=now)
-        )
+    # either finds it cancelled or sees the desired state and acts on it; the stager's own
+    # updates are conditional on the staging state, so a cancelled transfer is never recorded.
+    outside_slurm = (
+        ((Job.state == ACCEPTED) & (Job.submit_attempts == 0), "cancelled before it was submitted to Slurm"),
+        (Job.state == STAGING_IN, "cancelled while its inputs were being staged"),
+        (Job.state == STAGING_OUT, "cancelled while its outputs were being uploaded; none were kept"),
+    )
+    for condition, reason in outside_slurm:
+        cancelled = session.execute(
+            update(Job)
+            .where(Job.id == job_id, condition)
+            .values(
+                desired_state=DESIRED_CANCEL,
+                state=CANCELLED,
+                state_reason=reason,
+                ended_at=now,
+                updated_at=now,
+            )
+        ).rowcount
+        if cancelled:
+            return
+    session.execute(update(Job).where(Job.id == job_id).values(desired_state=DESIRED_CANCEL, updated_at=now))
 
 
 def request_retry(
@@ -391,7 +427,23 @@ def _start_next_attempt(session: Session, job: Job, reason: str, now: datetime) 
     ).rowcount
     if started:
         session.add(ended)
+        if job.staging is not None:
+            _reset_staging(session, job.id, job.staging, now)
     return bool(started)
+
+
+def _reset_staging(session: Session, job_id: str, staging: JobStaging, now: datetime) -> None:
+    """A new attempt stages in again only if the last stage-in never finished, and uploads the
+    outputs of whichever attempt completes next."""
+    if staging.stage_in not in (None, "done"):
+        staging.stage_in = "pending"
+        session.execute(update(Job).where(Job.id == job_id).values(state=STAGING_IN))
+    if staging.stage_out is not None:
+        staging.stage_out = "waiting"
+    staging.error = None
+    staging.lease_owner = None
+    staging.lease_expires_at = None
+    staging.updated_at = now
 
 
 def _retry_steps(

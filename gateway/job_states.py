@@ -1,6 +1,9 @@
 """Gateway job states and how Slurm's observed states map onto them.
 
-Lifecycle: accepted -> submitting -> pending -> running -> completing -> a terminal state.
+Lifecycle: [staging_in ->] accepted -> submitting -> pending -> running -> completing
+[-> staging_out] -> a terminal state. ``staging_in``: the gateway copies the job's inputs into its
+working directory before it may reach Slurm; ``staging_out``: Slurm reported the job completed
+and the gateway uploads its outputs before calling it ``completed``.
 ``submit_failed`` is terminal too (Slurm refused the job); ``cancelled`` can also be reached
 straight from ``accepted`` when the user cancels before the job ever reached Slurm; ``hung`` is
 an attempt the gateway cancelled because its heartbeat went stale.
@@ -29,6 +32,8 @@ PREEMPTED = "preempted"
 SUBMIT_FAILED = "submit_failed"
 
 HUNG = "hung"
+STAGING_IN = "staging_in"
+STAGING_OUT = "staging_out"
 
 # Job row kinds (storage_models.Job.kind).
 PLAIN_JOB = "job"
@@ -43,7 +48,9 @@ IN_SLURM_STATES = frozenset({PENDING, RUNNING, COMPLETING})
 TERMINAL_STATES = frozenset(
     {COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, SUBMIT_FAILED, HUNG}
 )
-ALL_STATES = frozenset({ACCEPTED, SUBMITTING} | IN_SLURM_STATES | TERMINAL_STATES)
+# Jobs the gateway itself works on outside Slurm: a cancel ends them on the spot.
+STAGING_STATES = frozenset({STAGING_IN, STAGING_OUT})
+ALL_STATES = frozenset({ACCEPTED, SUBMITTING} | IN_SLURM_STATES | TERMINAL_STATES | STAGING_STATES)
 
 _SLURM_TO_GATEWAY = {
     "PENDING": PENDING,

@@ -52,6 +52,7 @@ from gateway.job_states import (
     DESIRED_CANCEL,
     PENDING,
     RUNNING,
+    STAGING_OUT,
     STEP,
     SUBMIT_FAILED,
     SUBMITTING,
@@ -74,8 +75,9 @@ DEFAULT_CONCURRENCY = 4
 OUTCOMES = ("submitted", "recovered", "failed", "deferred", "cancelled")
 # First retry delay after Slurm was unreachable; doubles per attempt up to max_backoff_s.
 BASE_BACKOFF_S = 1.0
-# A step is submitted once every dependency is in Slurm (afterok on its id) or completed.
-DEPENDENCY_READY_STATES = (PENDING, RUNNING, COMPLETING, COMPLETED)
+# A step is submitted once every dependency is in Slurm (afterok on its id) or completed; a
+# dependency uploading its outputs has completed in Slurm (the step reads them on disk).
+DEPENDENCY_READY_STATES = (PENDING, RUNNING, COMPLETING, STAGING_OUT, COMPLETED)
 
 
 class SubmitterSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -502,7 +504,7 @@ def _dependency_slurm_ids(session: Session, step_ids: Sequence[str]) -> dict[str
     after: dict[str, dict[str, str | None]] = {step_id: {} for step_id in step_ids}
     for step_id, dependency_id, state, slurm_job_id in rows:
         # A completed job may already be gone from slurmctld: afterok on it would be refused.
-        after[step_id][dependency_id] = None if state == COMPLETED else slurm_job_id
+        after[step_id][dependency_id] = None if state in (COMPLETED, STAGING_OUT) else slurm_job_id
     return after
 
 

@@ -145,6 +145,8 @@ class Job(Base):
     )
     # A workflow's steps, in the order the spec lists them (creation order).
     steps: Mapped[list[Job]] = relationship(cascade="all, delete-orphan", order_by="Job.step_index")
+    # Stage-in / stage-out, for jobs and steps with inputs or outputs.
+    staging: Mapped[JobStaging | None] = relationship(cascade="all, delete-orphan")
 
 
 class JobAttempt(Base):

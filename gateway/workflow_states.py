@@ -5,7 +5,9 @@
 - every step ended, some unsuccessfully: the user's cancel makes it ``cancelled``; otherwise it
   takes the state of the first step (in the spec's order) that failed by itself, not one left
   unrun because a dependency failed;
-- otherwise it is waiting: ``accepted`` while no step got further than that, else ``pending``.
+- a step uploading its outputs while every other ended: ``staging_out``;
+- otherwise it is waiting: ``staging_in`` while steps' inputs are being staged and no step got
+  further, ``accepted`` while no step got further than that, else ``pending``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from gateway.job_states import (
     DESIRED_CANCEL,
     PENDING,
     RUNNING,
+    STAGING_IN,
+    STAGING_OUT,
     SUBMITTING,
     TERMINAL_STATES,
 )
@@ -115,8 +119,10 @@ def derive_workflow_status(steps: Sequence[StepStatus], *, desired_state: str) -
         )
     if any(state in (RUNNING, COMPLETING) for state in states):
         state = RUNNING
-    elif all(state in (ACCEPTED, SUBMITTING) for state in states):
-        state = ACCEPTED
+    elif all(state in TERMINAL_STATES or state == STAGING_OUT for state in states):
+        state = STAGING_OUT
+    elif all(state in (ACCEPTED, SUBMITTING, STAGING_IN) for state in states):
+        state = STAGING_IN if STAGING_IN in states else ACCEPTED
     else:
         state = PENDING
     return WorkflowStatus(

@@ -20,11 +20,19 @@ def prepare_working_dir(job: BatchJob) -> None:
     slurmd opens the output files and changes into the directory as the job's user; a missing
     or foreign directory makes the job fail on the node long after slurmrestd accepted it.
     """
+    prepare_directory(job.working_dir, job.unix_user)
+
+
+def prepare_directory(working_dir: str, unix_user: str) -> pwd.struct_passwd:
+    """Create ``working_dir`` for ``unix_user`` (mode 0750, theirs); returns their passwd entry.
+
+    Also used before stage-in, which writes into the directory as that user before submission.
+    """
     try:
-        account = pwd.getpwnam(job.unix_user)
+        account = pwd.getpwnam(unix_user)
     except KeyError as exc:
-        raise JobSpecError("unix_user", f"no Unix user {job.unix_user!r} on the submit host") from exc
-    path = Path(job.working_dir)
+        raise JobSpecError("unix_user", f"no Unix user {unix_user!r} on the submit host") from exc
+    path = Path(working_dir)
     try:
         path.mkdir(mode=WORKING_DIR_MODE, parents=True, exist_ok=True)
         # lstat: a symlink planted at the path must not hand its target to the user.
@@ -35,3 +43,4 @@ def prepare_working_dir(job: BatchJob) -> None:
         path.chmod(WORKING_DIR_MODE)
     except OSError as exc:
         raise SlurmUnavailable(f"cannot prepare the working directory: {exc.strerror}") from exc
+    return account

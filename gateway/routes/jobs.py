@@ -9,6 +9,7 @@ retrying a job that has not ended unsuccessfully is 409 with its ``state`` in th
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -28,6 +29,8 @@ from gateway.job_schemas import (
     JobView,
     OutputFileView,
     RetryPolicy,
+    StagedFileView,
+    StagingView,
     StepView,
     decode_job_spec,
 )
@@ -43,7 +46,7 @@ from gateway.job_service import (
 )
 from gateway.job_states import WORKFLOW
 from gateway.job_view_cache import JobViewCache
-from gateway.storage_models import Job, JobAttempt
+from gateway.storage_models import Job, JobAttempt, JobStaging
 from gateway.timestamps import as_utc, ensure_utc
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -65,6 +68,7 @@ async def submit_job(
     session_factory: sessionmaker[Session] = state.session_factory
     job_root: str = state.config.slurm.job_root
     heartbeat_stale_s: int = state.config.workers.heartbeat_stale_s
+    s3_sources_allowed = state.object_store.backend == "s3"
 
     def accept() -> tuple[JobView, bool]:
         with session_factory() as session:
@@ -75,6 +79,7 @@ async def submit_job(
                 job_root=job_root,
                 idempotency_key=idempotency_key,
                 heartbeat_stale_s=heartbeat_stale_s,
+                s3_sources_allowed=s3_sources_allowed,
             )
             return job_view(acceptance.job), acceptance.created
 
@@ -82,6 +87,7 @@ async def submit_job(
     workers = getattr(state, "job_workers", None)
     if created and workers is not None:
         workers.submitter.wake()
+        workers.stager.wake()
     return Response(
         content=view,
         status_code=HTTP_202_ACCEPTED if created else HTTP_200_OK,
@@ -200,6 +206,7 @@ def job_view(job: Job) -> JobView:
         steps=[_step_view(step, after.get(step.step_name or "", [])) for step in job.steps]
         if is_workflow
         else [],
+        staging=_staging_view(job.staging),
         labels={label.key: label.value for label in job.labels},
         spec=spec,
         created_at=ensure_utc(job.created_at),
@@ -224,6 +231,7 @@ def _step_view(step: Job, after: list[str]) -> StepView:
         attempts=_attempt_views(step),
         outputs=_output_views(step),
         array_tasks=_array_task_views(step),
+        staging=_staging_view(step.staging),
         submitted_at=as_utc(step.submitted_at),
         started_at=as_utc(step.started_at),
         ended_at=as_utc(step.ended_at),
@@ -236,6 +244,28 @@ def _attempt_views(job: Job) -> list[AttemptView]:
 
 def _output_views(job: Job) -> list[OutputFileView]:
     return msgspec.convert(job.outputs or [], list[OutputFileView])
+
+
+def _staging_view(staging: JobStaging | None) -> StagingView | None:
+    if staging is None:
+        return None
+    return StagingView(
+        stage_in=staging.stage_in,
+        stage_out=staging.stage_out,
+        inputs=msgspec.convert(staging.staged_in or [], list[StagedFileView]),
+        outputs=msgspec.convert(staging.staged_out or [], list[StagedFileView]),
+        bytes_in=staging.bytes_in,
+        bytes_out=staging.bytes_out,
+        stage_in_seconds=_seconds(staging.stage_in_started_at, staging.stage_in_ended_at),
+        stage_out_seconds=_seconds(staging.stage_out_started_at, staging.stage_out_ended_at),
+        error=staging.error,
+    )
+
+
+def _seconds(started: datetime | None, ended: datetime | None) -> float | None:
+    if started is None or ended is None:
+        return None
+    return (ensure_utc(ended) - ensure_utc(started)).total_seconds()
 
 
 def _array_task_views(job: Job) -> list[ArrayTaskView]:

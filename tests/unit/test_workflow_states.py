@@ -34,6 +34,11 @@ def status(name: str, state: str, reason: str | None = None, exit_code: int | No
         (("completed", "running"), "running"),
         (("failed", "running"), "running"),
         (("completed", "completed"), "completed"),
+        (("staging_in", "accepted"), "staging_in"),
+        (("staging_in", "pending"), "pending"),
+        (("completed", "staging_out"), "staging_out"),
+        (("staging_out", "running"), "running"),
+        (("staging_out", "accepted"), "pending"),
     ],
 )
 def test_a_live_job_is_as_far_as_its_furthest_step(states: tuple[str, ...], expected: str) -> None:

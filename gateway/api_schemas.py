@@ -84,6 +84,16 @@ UnixUserName = Annotated[
 ]
 QosList = Annotated[list[SlurmName], msgspec.Meta(min_length=1, max_length=32)]
 PartitionList = Annotated[list[PartitionName], msgspec.Meta(min_length=1, max_length=32)]
+QuotaBytes = Annotated[int, msgspec.Meta(ge=0, description="storage quota in bytes; null: unlimited")]
+S3InputPrefix = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=6,
+        max_length=1024,
+        description="s3://bucket/prefix/ (ending in /): the tenant's own data that jobs may stage in",
+    ),
+]
+S3InputPrefixList = Annotated[list[S3InputPrefix], msgspec.Meta(max_length=32)]
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -94,6 +104,9 @@ class TenantCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     allowed_qos: QosList
     default_qos: SlurmName | None = None
     allowed_partitions: PartitionList
+    # Absent: storage.default_tenant_quota_bytes; null: unlimited.
+    storage_quota_bytes: QuotaBytes | msgspec.UnsetType | None = msgspec.UNSET
+    s3_input_prefixes: S3InputPrefixList = msgspec.field(default_factory=list)
 
 
 class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -102,6 +115,8 @@ class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     allowed_qos: QosList | msgspec.UnsetType = msgspec.UNSET
     default_qos: SlurmName | msgspec.UnsetType | None = msgspec.UNSET
     allowed_partitions: PartitionList | msgspec.UnsetType = msgspec.UNSET
+    storage_quota_bytes: QuotaBytes | msgspec.UnsetType | None = msgspec.UNSET
+    s3_input_prefixes: S3InputPrefixList | msgspec.UnsetType = msgspec.UNSET
 
 
 class TenantMemberPut(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -131,6 +146,11 @@ class TenantView(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     provisioned_at: datetime | None
     provisioning_error: str | None
+    # Object storage: the quota (None: unlimited), bytes in files and bytes held by uploads.
+    storage_quota_bytes: int | None
+    storage_used_bytes: int
+    storage_reserved_bytes: int
+    s3_input_prefixes: list[str]
 
 
 class TenantList(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pwd
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,9 @@ SLURM_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 # Slurm's own root account holds every other; a tenant must never be mapped onto it.
 RESERVED_ACCOUNTS = frozenset({"root"})
 MAX_ERROR_CHARS = 500
+# s3://bucket/ or s3://bucket/some/prefix/: S3 bucket naming rules, and a trailing "/" so that a
+# prefix never matches a sibling that merely starts with the same letters (data/ vs database/).
+S3_PREFIX = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/((?:[^/]+/)*)")
 # SlurmAccountSpec field -> the tenant API field a caller must fix.
 _SPEC_FIELDS = {
     "account": "slurm_account",
@@ -50,6 +54,9 @@ class TenantSettings:
     allowed_qos: Sequence[str]
     default_qos: str | None
     allowed_partitions: Sequence[str]
+    # UNSET: the gateway's default quota; None: unlimited.
+    storage_quota_bytes: int | msgspec.UnsetType | None = msgspec.UNSET
+    s3_input_prefixes: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class TenantChanges:
     allowed_qos: Sequence[str] | msgspec.UnsetType = msgspec.UNSET
     default_qos: str | msgspec.UnsetType | None = msgspec.UNSET
     allowed_partitions: Sequence[str] | msgspec.UnsetType = msgspec.UNSET
+    storage_quota_bytes: int | msgspec.UnsetType | None = msgspec.UNSET
+    s3_input_prefixes: Sequence[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _utcnow() -> datetime:
@@ -74,11 +83,17 @@ class TenantService:
         runner: CommandRunner,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        default_quota_bytes: int | None = None,
+        storage_s3_root: str | None = None,
     ) -> None:
-        """``runner`` runs the Slurm client commands (sinfo, sacctmgr)."""
+        """``runner`` runs the Slurm client commands (sinfo, sacctmgr). New tenants get
+        ``default_quota_bytes``; ``storage_s3_root`` (bucket/prefix of the gateway's own S3
+        storage) may not overlap any tenant's S3 input prefix."""
         self._session_factory = session_factory
         self._runner = runner
         self._clock = clock
+        self._default_quota_bytes = default_quota_bytes
+        self._storage_s3_root = storage_s3_root
 
     def create(self, principal: Principal, settings: TenantSettings) -> tuple[Tenant, bool]:
         """Store and provision a new tenant (admin only); returns (tenant, created).
@@ -96,12 +111,18 @@ class TenantService:
         allowed_qos = _unique(settings.allowed_qos)
         partitions = _unique(settings.allowed_partitions)
         _check_default_qos(settings.default_qos, allowed_qos)
+        quota = (
+            self._default_quota_bytes
+            if isinstance(settings.storage_quota_bytes, msgspec.UnsetType)
+            else settings.storage_quota_bytes
+        )
+        s3_prefixes = self._checked_s3_prefixes(settings.s3_input_prefixes)
         with self._session_factory() as session:
             existing = _load(session, settings.id)
             if existing is not None:
                 if _same_settings(
                     existing, settings.slurm_account, allowed_qos, settings.default_qos, partitions
-                ):
+                ) and (existing.storage_quota_bytes, existing.s3_input_prefixes) == (quota, s3_prefixes):
                     self._provision(session, existing)
                     return existing, False
                 raise Conflict(
@@ -115,6 +136,10 @@ class TenantService:
                 allowed_qos=allowed_qos,
                 default_qos=settings.default_qos,
                 allowed_partitions=partitions,
+                storage_quota_bytes=quota,
+                storage_used_bytes=0,
+                storage_reserved_bytes=0,
+                s3_input_prefixes=s3_prefixes,
                 created_at=now,
                 updated_at=now,
                 members=[],
@@ -130,7 +155,10 @@ class TenantService:
             return tenant, True
 
     def update(self, principal: Principal, tenant_id: str, changes: TenantChanges) -> Tenant:
-        """Change a tenant's QOS or partitions (admin only) and re-provision it."""
+        """Change a tenant's QOS, partitions or storage settings (admin only) and re-provision it.
+
+        A quota below the bytes already stored is accepted: it refuses new writes, never deletes.
+        """
         require_tenant_role(principal, tenant_id, "admin")
         with self._session_factory() as session:
             tenant = _load_or_404(session, tenant_id)
@@ -150,6 +178,10 @@ class TenantService:
                 if partitions != tenant.allowed_partitions:
                     self._check_partitions(partitions)
                 tenant.allowed_partitions = partitions
+            if not isinstance(changes.s3_input_prefixes, msgspec.UnsetType):
+                tenant.s3_input_prefixes = self._checked_s3_prefixes(changes.s3_input_prefixes)
+            if not isinstance(changes.storage_quota_bytes, msgspec.UnsetType):
+                tenant.storage_quota_bytes = changes.storage_quota_bytes
             tenant.allowed_qos = allowed_qos
             tenant.default_qos = default_qos
             tenant.updated_at = self._clock()
@@ -199,6 +231,19 @@ class TenantService:
             tenant.updated_at = self._clock()
             session.commit()
             self._provision(session, tenant)
+
+    def _checked_s3_prefixes(self, prefixes: Sequence[str]) -> list[str]:
+        checked = _unique(prefixes)
+        for prefix in checked:
+            _check_s3_prefix(prefix)
+            if self._storage_s3_root is not None and _s3_paths_overlap(
+                prefix.removeprefix("s3://"), f"{self._storage_s3_root.rstrip('/')}/"
+            ):
+                raise InvalidField(
+                    "s3_input_prefixes",
+                    f"{prefix!r} overlaps the gateway's own storage; name the tenant's data",
+                )
+        return checked
 
     def _check_partitions(self, partitions: Sequence[str]) -> None:
         known = list_partition_names(self._runner)
@@ -261,6 +306,24 @@ def _check_unix_user(unix_user: str) -> None:
         ) from None
     if entry.pw_uid == 0:
         raise InvalidField("unix_user", "jobs cannot run as root; map the member to an unprivileged user")
+
+
+def _check_s3_prefix(prefix: str) -> None:
+    match = S3_PREFIX.fullmatch(prefix)
+    problem = None
+    if match is None:
+        problem = "use s3://<bucket>/<prefix>/ (a bucket name, then a key prefix ending in /)"
+    elif any(unicodedata.category(char).startswith("C") for char in prefix) or "\\" in prefix:
+        problem = "control characters and backslashes are not allowed"
+    elif any(segment in ("", ".", "..") for segment in match.group(2).split("/")[:-1]):
+        problem = "empty, `.` and `..` segments are not allowed"
+    if problem is not None:
+        raise InvalidField("s3_input_prefixes", f"{prefix!r}: {problem}")
+
+
+def _s3_paths_overlap(first: str, second: str) -> bool:
+    # Both end in "/": one contains the other exactly when it is a string prefix of it.
+    return first.startswith(second) or second.startswith(first)
 
 
 def _unique(values: Iterable[str]) -> list[str]:

@@ -28,8 +28,12 @@ import msgspec
 
 from staging.storage_errors import DigestMismatch, ObjectMissing, SizeLimitExceeded, StorageUnavailable
 
-# s3fs uploads one multipart part per block: 16 MiB keeps memory bounded and parts few.
-DEFAULT_WRITE_BLOCK_BYTES = 16 * 1024 * 1024
+# s3fs uploads one multipart part per block and holds the block in memory: 8 MiB keeps a
+# streamed upload's memory small. S3 allows 10,000 parts, so a writer told how large its blob
+# may grow uses larger blocks when it must (see BlobWriter).
+DEFAULT_WRITE_BLOCK_BYTES = 8 * 1024 * 1024
+MAX_PARTS = 10_000
+_MIB = 1024 * 1024
 DEFAULT_READ_CHUNK_BYTES = 4 * 1024 * 1024
 
 
@@ -59,12 +63,18 @@ def _storage_failure(exc: BaseException) -> Exception:
     """The exception to raise in place of ``exc``, a failure of the backend."""
     if isinstance(exc, FileNotFoundError):
         return ObjectMissing("the stored object is missing")
+    return storage_unavailable(exc)
+
+
+def storage_unavailable(exc: BaseException) -> StorageUnavailable:
+    """StorageUnavailable in place of a backend failure, naming only its type (no internals)."""
     return StorageUnavailable(f"object storage unavailable ({type(exc).__name__})")
 
 
-# What a backend raises when it fails: OSError covers local I/O and s3fs's translated S3 errors;
-# the rest are botocore/aiohttp connection errors that s3fs lets through.
-_BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+# What a backend raises when it fails (catch these at every call into fsspec/s3fs): OSError
+# covers local I/O and s3fs's translated S3 errors; the rest are botocore/aiohttp connection
+# errors that s3fs lets through.
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     botocore.exceptions.BotoCoreError,
     botocore.exceptions.ClientError,
@@ -96,9 +106,13 @@ class BlobWriter:
         self._digest = hashlib.sha256()
         self._size = 0
         self._done = False
+        block = store.block_bytes
+        if max_bytes is not None:
+            # Whole MiB, enough that max_bytes fits in S3's part limit (with room to spare).
+            block = max(block, -(-max_bytes // ((MAX_PARTS - 100) * _MIB)) * _MIB)
         try:
-            self._file: Any = store.filesystem.open(store.full_path(key), "wb", block_size=store.block_bytes)
-        except _BACKEND_ERRORS as exc:
+            self._file: Any = store.filesystem.open(store.full_path(key), "wb", block_size=block)
+        except BACKEND_ERRORS as exc:
             raise _storage_failure(exc) from exc
 
     @property
@@ -112,7 +126,7 @@ class BlobWriter:
             raise SizeLimitExceeded(self._max_bytes)
         try:
             self._file.write(data)
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise _storage_failure(exc) from exc
         self._digest.update(data)
         self._size += len(data)
@@ -131,7 +145,7 @@ class BlobWriter:
             if self._store.backend == "file":
                 os.fsync(self._file.fileno())
             self._file.close()
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             self.abort()
             raise _storage_failure(exc) from exc
         self._done = True
@@ -253,7 +267,7 @@ class ObjectStore:
                     if remaining is not None:
                         remaining -= len(data)
                     yield data
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise _storage_failure(exc) from exc
 
     def read_url_chunks(self, url: str, *, chunk_bytes: int = DEFAULT_READ_CHUNK_BYTES) -> Iterator[bytes]:
@@ -266,7 +280,7 @@ class ObjectStore:
             with self.filesystem.open(path, "rb", block_size=chunk_bytes, cache_type="none") as handle:
                 while data := handle.read(chunk_bytes):
                     yield data
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise _storage_failure(exc) from exc
 
     def digest(self, key: str) -> BlobInfo:
@@ -282,7 +296,7 @@ class ObjectStore:
         """The blob's size in bytes."""
         try:
             return int(self.filesystem.size(self.full_path(key)))
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise _storage_failure(exc) from exc
 
     def delete(self, key: str, *, missing_ok: bool = True, quiet: bool = False) -> None:
@@ -292,7 +306,7 @@ class ObjectStore:
         except FileNotFoundError:
             if not missing_ok:
                 raise ObjectMissing("the stored object is missing") from None
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             if not quiet:
                 raise _storage_failure(exc) from exc
 
@@ -302,5 +316,5 @@ class ObjectStore:
             if self.backend == "file":
                 self.filesystem.makedirs(self._root, exist_ok=True)
             self.filesystem.ls(self._root.split("/")[0] if self.backend == "s3" else self._root)
-        except _BACKEND_ERRORS as exc:
+        except BACKEND_ERRORS as exc:
             raise _storage_failure(exc) from exc

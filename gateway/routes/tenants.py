@@ -34,8 +34,14 @@ Service = NamedDependency[TenantService]
 
 
 def provide_tenant_service(state: State) -> TenantService:
-    """A service over the app's database and the configured Slurm command runner."""
-    return TenantService(state.session_factory, command_runner_from_config(state.config.slurm))
+    """A service over the app's database, the configured Slurm command runner and storage settings."""
+    store = state.object_store
+    return TenantService(
+        state.session_factory,
+        command_runner_from_config(state.config.slurm),
+        default_quota_bytes=state.config.storage.default_tenant_quota_bytes,
+        storage_s3_root=store.root if store.backend == "s3" else None,
+    )
 
 
 class TenantController(Controller):
@@ -56,6 +62,8 @@ class TenantController(Controller):
             allowed_qos=data.allowed_qos,
             default_qos=data.default_qos,
             allowed_partitions=data.allowed_partitions,
+            storage_quota_bytes=data.storage_quota_bytes,
+            s3_input_prefixes=data.s3_input_prefixes,
         )
         tenant, created = tenant_service.create(principal, settings)
         return Response(tenant_view(tenant), status_code=HTTP_201_CREATED if created else HTTP_200_OK)
@@ -85,6 +93,8 @@ class TenantController(Controller):
             allowed_qos=data.allowed_qos,
             default_qos=data.default_qos,
             allowed_partitions=data.allowed_partitions,
+            storage_quota_bytes=data.storage_quota_bytes,
+            s3_input_prefixes=data.s3_input_prefixes,
         )
         return tenant_view(tenant_service.update(principal, tenant_id, changes))
 
@@ -133,6 +143,10 @@ def tenant_view(tenant: Tenant) -> TenantView:
         updated_at=_aware(tenant.updated_at),
         provisioned_at=_aware(tenant.provisioned_at) if tenant.provisioned_at else None,
         provisioning_error=tenant.provisioning_error,
+        storage_quota_bytes=tenant.storage_quota_bytes,
+        storage_used_bytes=tenant.storage_used_bytes or 0,
+        storage_reserved_bytes=tenant.storage_reserved_bytes or 0,
+        s3_input_prefixes=list(tenant.s3_input_prefixes or []),
     )
 
 

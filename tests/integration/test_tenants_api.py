@@ -99,10 +99,14 @@ def test_admin_creates_tenant_and_slurm_is_provisioned(
     gateway_client: Client, admin: dict[str, str], slurm_names: dict[str, str]
 ) -> None:
     tenant_id, account, qos = slurm_names["tenant"], slurm_names["account"], slurm_names["qos"]
-    response = gateway_client.post("/v1/tenants", json=create_body(slurm_names), headers=admin)
+    storage = {"storage_quota_bytes": 10**9, "s3_input_prefixes": ["s3://sgw-inputs/data/"]}
+    response = gateway_client.post("/v1/tenants", json=create_body(slurm_names, **storage), headers=admin)
     assert response.status_code == 201, response.text
     created = response.json()
     assert created["slurm_account"] == account
+    assert created["storage_quota_bytes"] == 10**9
+    assert created["s3_input_prefixes"] == ["s3://sgw-inputs/data/"]
+    assert (created["storage_used_bytes"], created["storage_reserved_bytes"]) == (0, 0)
     assert created["provisioned_at"] is not None
     assert created["provisioning_error"] is None
     assert created["members"] == []
@@ -118,13 +122,18 @@ def test_admin_creates_tenant_and_slurm_is_provisioned(
     assert rows["alice"]["default_qos"] == qos
 
     # Creating the same tenant again is a retry: provisioning re-applied, 200, nothing duplicated.
-    again = gateway_client.post("/v1/tenants", json=create_body(slurm_names), headers=admin)
+    again = gateway_client.post("/v1/tenants", json=create_body(slurm_names, **storage), headers=admin)
     assert again.status_code == 200, again.text
     assert [m["user"] for m in again.json()["members"]] == ["alice@example.org"]
 
-    patched = gateway_client.patch(f"/v1/tenants/{tenant_id}", json={"default_qos": "normal"}, headers=admin)
+    patched = gateway_client.patch(
+        f"/v1/tenants/{tenant_id}",
+        json={"default_qos": "normal", "storage_quota_bytes": None, "s3_input_prefixes": []},
+        headers=admin,
+    )
     assert patched.status_code == 200, patched.text
     assert patched.json()["default_qos"] == "normal"
+    assert (patched.json()["storage_quota_bytes"], patched.json()["s3_input_prefixes"]) == (None, [])
     assert associations(account)["alice"]["default_qos"] == "normal"
 
     listed = gateway_client.get("/v1/tenants", headers=admin).json()["tenants"]
@@ -263,6 +272,21 @@ def test_unacceptable_values_are_422_naming_the_field(
         gateway_client.post("/v1/tenants", json=bad_partition, headers=admin), 422, "allowed_partitions"
     )
     assert "nosuchpart" in body["detail"]
+    for prefix in (
+        "https://bucket/x/",
+        "s3://bucket/no-slash",
+        "s3://Bucket/x/",
+        "s3://bucket/../x/",
+        "s3://b/x/",
+    ):
+        bad_prefix = create_body(slurm_names, s3_input_prefixes=[prefix])
+        assert_problem(
+            gateway_client.post("/v1/tenants", json=bad_prefix, headers=admin), 422, "s3_input_prefixes"
+        )
+    negative_quota = create_body(slurm_names, storage_quota_bytes=-1)
+    assert_problem(
+        gateway_client.post("/v1/tenants", json=negative_quota, headers=admin), 400, "storage_quota_bytes"
+    )
     reserved = create_body(slurm_names, slurm_account="root")
     assert_problem(gateway_client.post("/v1/tenants", json=reserved, headers=admin), 422, "slurm_account")
     # Nothing was stored for the rejected creates.

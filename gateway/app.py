@@ -23,6 +23,7 @@ from gateway.readiness import ReadinessCheck
 from gateway.readiness_probes import database_check, slurm_controller_check
 from gateway.routes import route_handlers
 from gateway.slurm_driver import command_runner_from_config
+from gateway.upload_signing import upload_signer_from_config
 from gateway.version import package_version
 
 
@@ -59,6 +60,8 @@ def _resources_lifespan(
         app.state.database_engine = engine
         app.state.config = config
         app.state.object_store = object_store_from_config(config.storage)
+        # Start-up, not first use: creates <state_dir>/upload-signing.key on first start.
+        app.state.upload_signer = upload_signer_from_config(config)
         app.state.session_factory = sessionmaker(engine, expire_on_commit=False)
         # Start-up, not import time: creates the HS256 secret file on first start.
         app.state.token_verifier = token_verifier_from_config(config)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from gateway.routes.files import delete_file, get_file, head_file, list_files, put_file, storage_usage
 from gateway.routes.health import healthz, readyz
 from gateway.routes.jobs import cancel_job, list_visible_jobs, read_job, retry_job, submit_job
 from gateway.routes.metrics import metrics
 from gateway.routes.partitions import list_partitions
 from gateway.routes.service_info import service_info
 from gateway.routes.tenants import TenantController
+
+# uploads
+from gateway.routes.uploads import abort_upload, complete_upload, create_upload, read_upload, upload_part
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
@@ -26,4 +30,17 @@ def route_handlers() -> list[ControllerRouterHandler]:
         cancel_job,
         retry_job,
         list_partitions,
+        # Files API (tenant namespaces)
+        put_file,
+        get_file,
+        head_file,
+        list_files,
+        delete_file,
+        storage_usage,
+        # uploads (resumable multipart)
+        create_upload,
+        read_upload,
+        complete_upload,
+        abort_upload,
+        upload_part,
     ]

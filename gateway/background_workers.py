@@ -1,5 +1,6 @@
 """Start and stop the background loops with the app (a Litestar lifespan): the submitter, the
-reconciler and the stager (stage-in and stage-out).
+reconciler, the stager (stage-in and stage-out) and the storage janitor (expired uploads and
+quota reservations).
 
 Each loop is a daemon thread: the Slurm drivers are blocking subprocess calls, and a thread per
 loop keeps them off the event loop without tying up the request thread pool. The lifespan also
@@ -32,6 +33,8 @@ from gateway.job_submitter import JobSubmitter, SubmitterSettings
 from gateway.metrics import MetricsRegistry
 from gateway.partition_capacity import PartitionCapacityCache
 from gateway.slurm_driver import slurm_driver_from_config
+from gateway.storage_sweeper import sweep_storage
+from gateway.upload_service import expire_uploads
 from slurm.driver import SlurmDriver
 from slurm.errors import SlurmUnavailable
 from staging.object_store import ObjectStore
@@ -41,6 +44,8 @@ logger = logging.getLogger(__name__)
 ENV_TEST_PAUSE_AFTER_SUBMIT = "SLURM_GATEWAY_TEST_PAUSE_AFTER_SUBMIT_S"
 # How long shutdown waits for a loop to finish its current step (an sbatch in flight).
 STOP_TIMEOUT_S = 30.0
+# Expired uploads and reservations are found this often (they expire after hours, not seconds).
+JANITOR_INTERVAL_S = 60.0
 
 
 class WorkerLoop:
@@ -103,25 +108,30 @@ class JobWorkers:
     """The background loops of one gateway process."""
 
     def __init__(
-        self, submitter: WorkerLoop, reconciler: WorkerLoop, stager: WorkerLoop, on_stop: Callable[[], None]
+        self,
+        *,
+        submitter: WorkerLoop,
+        reconciler: WorkerLoop,
+        stager: WorkerLoop,
+        janitor: WorkerLoop,
+        on_stop: Callable[[], None],
     ) -> None:
         """Wrap the loops (not started yet); ``on_stop`` runs once they all stopped."""
         self.submitter = submitter
         self.reconciler = reconciler
         self.stager = stager
+        self.janitor = janitor
         self._on_stop = on_stop
 
     def start(self) -> None:
         """Start the loops."""
-        self.submitter.start()
-        self.reconciler.start()
-        self.stager.start()
+        for loop in (self.submitter, self.reconciler, self.stager, self.janitor):
+            loop.start()
 
     def stop(self) -> None:
         """Stop the loops, waiting for steps in flight."""
-        self.stager.stop()
-        self.submitter.stop()
-        self.reconciler.stop()
+        for loop in (self.stager, self.janitor, self.submitter, self.reconciler):
+            loop.stop()
         self._on_stop()
 
 
@@ -217,6 +227,16 @@ def build_job_workers(
         # A full batch may mean more work waiting.
         return stager.run_once() > 0
 
+    def janitor_step() -> bool:
+        # Uploads first: aborting one releases its reservation the orderly way.
+        aborted = expire_uploads(session_factory, store)
+        swept = sweep_storage(session_factory, store)
+        if aborted or swept.blobs_deleted:
+            logger.info(
+                "storage janitor: %d uploads expired, %d blobs swept", len(aborted), swept.blobs_deleted
+            )
+        return False
+
     return JobWorkers(
         submitter=submitter_loop,
         reconciler=WorkerLoop(
@@ -229,6 +249,12 @@ def build_job_workers(
             "job-stager",
             stage_step,
             interval_s=settings.submit_interval_s,
+            max_backoff_s=settings.max_backoff_s,
+        ),
+        janitor=WorkerLoop(
+            "storage-janitor",
+            janitor_step,
+            interval_s=JANITOR_INTERVAL_S,
             max_backoff_s=settings.max_backoff_s,
         ),
         on_stop=stager.close,

@@ -14,6 +14,7 @@ import unicodedata
 from staging.storage_errors import InvalidObjectPath
 
 MAX_PATH_BYTES = 1024
+# NAME_MAX of Linux filesystems.
 MAX_SEGMENT_BYTES = 255
 # Names the gateway keeps for itself in every namespace (job outputs are written under jobs/).
 RESERVED_FIRST_SEGMENTS = frozenset({".uploads"})
@@ -22,36 +23,57 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENCODED_SPECIALS = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
+def relative_path_problem(raw: str, *, what: str, base: str, max_bytes: int = MAX_PATH_BYTES) -> str | None:
+    """Why ``raw`` cannot be a user-given path relative to ``base`` (None: it can).
+
+    The checks every such path gets (stored files, stage-in destinations, output patterns):
+    not empty, not absolute, no control characters (C0, DEL, C1), no backslashes, valid
+    Unicode, at most ``max_bytes``, and no empty, ``.`` or ``..`` segments or over-long ones.
+    ``what`` names the thing in the message ("path", "input path", "output pattern").
+    """
+    try:
+        size = len(raw.encode())
+    except UnicodeEncodeError:
+        return f"the {what} is not valid Unicode"
+    segments = raw.split("/")
+    problems = (
+        (not raw, f"the {what} is empty; name a file such as `data/input.csv`"),
+        (raw.startswith("/"), f"absolute paths are not allowed; give a {what} relative to {base}"),
+        (
+            _CONTROL_CHARACTERS.search(raw) is not None,
+            f"the {what} contains a control character; use printable characters only",
+        ),
+        ("\\" in raw, "backslashes are not allowed in paths; separate directories with `/`"),
+        (size > max_bytes, f"the {what} is longer than {max_bytes} bytes"),
+        (
+            any(segment in ("", ".", "..") for segment in segments),
+            "empty, `.` and `..` path segments are not allowed",
+        ),
+        (
+            any(len(segment.encode()) > MAX_SEGMENT_BYTES for segment in segments),
+            f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes",
+        ),
+    )
+    return next((message for failed, message in problems if failed), None)
+
+
 def normalize_object_path(raw: str) -> str:
     """``raw`` checked and in canonical form (NFC).
 
-    Raises InvalidObjectPath for empty paths, absolute paths, ``.``/``..`` or empty segments,
-    backslashes, control characters, still-percent-encoded ``.``/``/``/``\\``/NUL, reserved
-    names and over-long paths.
+    Raises InvalidObjectPath for what relative_path_problem refuses, still-percent-encoded
+    ``.``/``/``/``\\``/NUL and reserved names.
     """
-    if not raw:
-        raise InvalidObjectPath("the path is empty; name a file such as `data/input.csv`")
-    if raw.startswith("/"):
-        raise InvalidObjectPath("absolute paths are not allowed; give a path relative to your namespace")
     path = unicodedata.normalize("NFC", raw)
-    if _CONTROL_CHARACTERS.search(path):
-        raise InvalidObjectPath("the path contains a control character; use printable characters only")
-    if "\\" in path:
-        raise InvalidObjectPath("backslashes are not allowed in paths; separate directories with `/`")
+    problem = relative_path_problem(path, what="path", base="your namespace")
+    if problem is not None:
+        raise InvalidObjectPath(problem)
     if _ENCODED_SPECIALS.search(path):
         raise InvalidObjectPath(
             "the path contains percent-encoded `.`, `/`, `\\` or NUL; send it decoded once"
         )
-    segments = path.split("/")
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise InvalidObjectPath("empty, `.` and `..` path segments are not allowed")
-        if len(segment.encode()) > MAX_SEGMENT_BYTES:
-            raise InvalidObjectPath(f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes")
-    if len(path.encode()) > MAX_PATH_BYTES:
-        raise InvalidObjectPath(f"the path is longer than {MAX_PATH_BYTES} bytes")
-    if segments[0] in RESERVED_FIRST_SEGMENTS:
-        raise InvalidObjectPath(f"`{segments[0]}/` is reserved by the gateway; choose another directory")
+    first = path.split("/")[0]
+    if first in RESERVED_FIRST_SEGMENTS:
+        raise InvalidObjectPath(f"`{first}/` is reserved by the gateway; choose another directory")
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
@@ -23,11 +22,9 @@ from contextlib import contextmanager, suppress
 import msgspec
 
 from slurm.job_layout import ATTEMPTS_DIR, HEARTBEAT_DIR, OUTPUTS_DIR
+from staging.object_paths import relative_path_problem
 from staging.storage_errors import DigestMismatch, SizeLimitExceeded
 
-MAX_PATH_BYTES = 1024
-# NAME_MAX of Linux filesystems.
-MAX_SEGMENT_BYTES = 255
 # The gateway's own entries in the working directory (slurm.job_layout).
 RESERVED_FIRST_SEGMENTS = frozenset({OUTPUTS_DIR, ATTEMPTS_DIR, HEARTBEAT_DIR})
 # Batch logs: --output/--error are <working_dir>/slurm-<job>.out/.err.
@@ -40,7 +37,6 @@ _DIR_MODE = 0o750
 _FILE_MODE = 0o640
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PARTIAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class InvalidStagePath(Exception):
@@ -77,28 +73,11 @@ def validate_input_path(raw: str) -> str:
     characters, backslashes, over-long names, names of the gateway's own layout as first segment
     (``outputs``, ``.attempts``, ``.heartbeat``, batch logs ``slurm-*``) and ``.sgw*`` segments.
     """
-    if not raw:
-        raise InvalidStagePath("the input path is empty; name a file such as `data/input.csv`")
-    if raw.startswith("/"):
-        raise InvalidStagePath(
-            "absolute paths are not allowed; give a path relative to the working directory"
-        )
-    if _CONTROL_CHARACTERS.search(raw):
-        raise InvalidStagePath("the input path contains a control character; use printable characters only")
-    if "\\" in raw:
-        raise InvalidStagePath("backslashes are not allowed in paths; separate directories with `/`")
-    try:
-        encoded = raw.encode()
-    except UnicodeEncodeError:
-        raise InvalidStagePath("the input path is not valid Unicode") from None
-    if len(encoded) > MAX_PATH_BYTES:
-        raise InvalidStagePath(f"the input path is longer than {MAX_PATH_BYTES} bytes")
+    problem = relative_path_problem(raw, what="input path", base="the working directory")
+    if problem is not None:
+        raise InvalidStagePath(problem)
     segments = raw.split("/")
     for segment in segments:
-        if segment in ("", ".", ".."):
-            raise InvalidStagePath("empty, `.` and `..` path segments are not allowed")
-        if len(segment.encode()) > MAX_SEGMENT_BYTES:
-            raise InvalidStagePath(f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes")
         if segment.startswith(GATEWAY_NAME_PREFIX):
             raise InvalidStagePath(f"names starting with `{GATEWAY_NAME_PREFIX}` are reserved by the gateway")
     first = segments[0]

@@ -11,7 +11,6 @@ expects the manifest's sha256, so the job's own digest is verified end to end.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 
@@ -19,13 +18,13 @@ import msgspec
 
 from slurm.job_layout import ATTEMPT_OUT_DIR, ATTEMPTS_DIR
 from staging.no_follow_paths import PathRefused, check_step_name, opened_below, opened_dir
+from staging.object_paths import relative_path_problem
 from staging.output_checkpoints import OutputFile
 from staging.stage_in import InvalidStagePath
 
 MAX_PATTERN_BYTES = 1024
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 RECURSIVE_WILDCARD = "**"
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class StageOutRefused(Exception):
@@ -53,25 +52,12 @@ def validate_output_pattern(raw: str) -> str:
     InvalidStagePath for empty or absolute patterns, empty/``.``/``..`` segments, control
     characters, backslashes, ``**`` inside a segment and over-long patterns.
     """
-    if not raw:
-        raise InvalidStagePath("the output pattern is empty; name files such as `results/*.csv`")
-    if raw.startswith("/"):
-        raise InvalidStagePath(
-            "absolute patterns are not allowed; give a pattern relative to the output directory"
-        )
-    if _CONTROL_CHARACTERS.search(raw):
-        raise InvalidStagePath("the output pattern contains a control character")
-    if "\\" in raw:
-        raise InvalidStagePath("backslashes are not allowed in patterns; separate directories with `/`")
-    try:
-        encoded = raw.encode()
-    except UnicodeEncodeError:
-        raise InvalidStagePath("the output pattern is not valid Unicode") from None
-    if len(encoded) > MAX_PATTERN_BYTES:
-        raise InvalidStagePath(f"the output pattern is longer than {MAX_PATTERN_BYTES} bytes")
+    problem = relative_path_problem(
+        raw.removesuffix("/"), what="output pattern", base="the output directory", max_bytes=MAX_PATTERN_BYTES
+    )
+    if problem is not None:
+        raise InvalidStagePath(problem)
     for segment in _segments(raw):
-        if segment in ("", ".", ".."):
-            raise InvalidStagePath("empty, `.` and `..` path segments are not allowed")
         if RECURSIVE_WILDCARD in segment and segment != RECURSIVE_WILDCARD:
             raise InvalidStagePath("`**` must be a whole path segment, as in `logs/**/*.txt`")
     return raw

@@ -64,3 +64,11 @@ class QuotaExceeded(Exception):
 
 class PreconditionFailed(Exception):
     """A conditional request (If-Match / If-None-Match) does not hold for the current state."""
+
+
+class RangeNotSatisfiable(Exception):
+    """No byte of the requested range lies inside the file of ``size`` bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range is outside the file's {size} bytes")
+        self.size = size

@@ -26,7 +26,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.config import StorageConfig
-from gateway.domain_errors import Conflict, InvalidField, NotFound, PreconditionFailed, QuotaExceeded
+from gateway.domain_errors import (
+    Conflict,
+    InvalidField,
+    NotFound,
+    PreconditionFailed,
+    QuotaExceeded,
+)
 from gateway.storage_models import StoredFile, Tenant
 from gateway.storage_quota import grow_reservation, release_reservation, reserve_storage
 from gateway.stored_files import NewFile, commit_stored_files, delete_stored_file, find_stored_file
@@ -49,14 +55,6 @@ ANY_ETAG = "*"
 
 class IncompleteBody(Exception):
     """The request body ended before the bytes its Content-Length announced (nothing stored)."""
-
-
-class RangeNotSatisfiable(Exception):
-    """No byte of the requested range lies inside the file of ``size`` bytes."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(f"the range is outside the file's {size} bytes")
-        self.size = size
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from gateway.domain_errors import (
     PermissionDenied,
     PreconditionFailed,
     QuotaExceeded,
+    RangeNotSatisfiable,
 )
 from gateway.readiness import ServiceNotReady
 from slurm.errors import JobSpecError, SlurmError, SlurmRejected, SlurmUnavailable
@@ -63,6 +64,7 @@ def problem_exception_handlers() -> ExceptionHandlersMap:
         QuotaExceeded: handle_quota_exceeded,
         SizeLimitExceeded: handle_size_limit_exceeded,
         PreconditionFailed: handle_precondition_failed,
+        RangeNotSatisfiable: handle_range_not_satisfiable,
         InvalidObjectPath: handle_invalid_object_path,
         DigestMismatch: handle_digest_mismatch,
         StorageUnavailable: handle_storage_unavailable,
@@ -266,6 +268,20 @@ def handle_precondition_failed(
 ) -> Response[ProblemDetails]:
     """If-Match / If-None-Match did not hold: 412."""
     return _simple_problem(request, HTTPStatus.PRECONDITION_FAILED, "precondition-failed", str(exc))
+
+
+def handle_range_not_satisfiable(
+    request: Request[Any, Any, Any], exc: RangeNotSatisfiable
+) -> Response[ProblemDetails]:
+    """A Range header outside the file: 416 with ``Content-Range: bytes */<size>`` (RFC 9110)."""
+    status = HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}range-not-satisfiable",
+        title=status.phrase,
+        status=status,
+        detail=str(exc),
+    )
+    return problem_response(request, problem, {"Content-Range": f"bytes */{exc.size}"})
 
 
 def handle_invalid_object_path(

@@ -31,19 +31,16 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from gateway.api_schemas import ProblemDetails
 from gateway.auth import AuthenticatedPrincipal
-from gateway.domain_errors import InvalidField, PermissionDenied
+from gateway.domain_errors import InvalidField, PermissionDenied, RangeNotSatisfiable
 from gateway.file_service import (
     ANY_ETAG,
     DEFAULT_LIST_LIMIT,
     FileService,
     IncompleteBody,
-    RangeNotSatisfiable,
     WriteRequest,
 )
 from gateway.principal import Principal
-from gateway.problems import PROBLEM_TYPE_PREFIX, problem_response
 from gateway.storage_models import StoredFile
 from gateway.timestamps import as_utc, ensure_utc
 from staging.object_paths import normalize_object_path, normalize_prefix
@@ -151,12 +148,9 @@ async def get_file(
     """The file's bytes: 200, or 206 for a satisfiable Range, 416 for one outside the file."""
     tenant_id = _tenant_of(principal)
     path = request_object_path(request)
-    try:
-        reading = await file_service(state).open_read(
-            tenant_id, path, lambda size: parse_byte_range(byte_range, size)
-        )
-    except RangeNotSatisfiable as exc:
-        return _range_not_satisfiable(request, exc.size)
+    reading = await file_service(state).open_read(
+        tenant_id, path, lambda size: parse_byte_range(byte_range, size)
+    )
     headers = {**_file_headers(reading.file), "Content-Length": str(reading.length)}
     status = HTTP_200_OK
     if (reading.start, reading.length) != (0, reading.file.size):
@@ -370,14 +364,3 @@ def _file_headers(stored: StoredFile) -> dict[str, str]:
     if modified is not None:
         headers["Last-Modified"] = modified.strftime("%a, %d %b %Y %H:%M:%S GMT")
     return headers
-
-
-def _range_not_satisfiable(request: Request[Any, Any, Any], size: int) -> Response[ProblemDetails]:
-    status = HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
-    problem = ProblemDetails(
-        type=f"{PROBLEM_TYPE_PREFIX}range-not-satisfiable",
-        title=status.phrase,
-        status=status,
-        detail=f"the requested range is outside the file's {size} bytes",
-    )
-    return problem_response(request, problem, {"Content-Range": f"bytes */{size}"})

@@ -15,8 +15,9 @@
 
 Transfers of all claimed jobs share one pool of ``transfer_concurrency`` threads and each
 tenant's token bucket (staging.transfer_limits), so one tenant's large job cannot starve
-another's. A job's staging row carries a lease (several gateway processes, crashes); storage
-outages are retried with backoff, anything else fails the job with a clear reason.
+another's; each reads a few chunks ahead (staging.read_ahead) so reading and writing overlap.
+A job's staging row carries a lease (several gateway processes, crashes); storage outages are
+retried with backoff, anything else fails the job with a clear reason.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from slurm.job_layout import DEFAULT_STEP_NAME
 from slurm.working_dirs import prepare_directory
 from staging.object_store import ObjectStore
 from staging.output_checkpoints import OutputFile
+from staging.read_ahead import read_ahead
 from staging.stage_in import StageInRefused, write_into_working_dir
 from staging.stage_out import StageOutRefused, read_output_chunks, select_outputs
 from staging.storage_errors import DigestMismatch, ObjectMissing, SizeLimitExceeded, StorageUnavailable
@@ -227,7 +229,7 @@ class JobStager:
             futures.append(
                 self._pool.submit(
                     _stage_one_input,
-                    throttled(chunks, bucket),
+                    throttled(read_ahead(chunks), bucket),
                     claim.working_dir,
                     item["path"],
                     source,
@@ -285,7 +287,10 @@ class JobStager:
                     self._store,
                     key,
                     throttled(
-                        read_output_chunks(claim.working_dir, claim.step_name, claim.attempt, item), bucket
+                        read_ahead(
+                            read_output_chunks(claim.working_dir, claim.step_name, claim.attempt, item)
+                        ),
+                        bucket,
                     ),
                     item,
                 )

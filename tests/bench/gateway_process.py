@@ -35,6 +35,19 @@ class RunningGateway:
     user_token: str
     admin_token: str
     config_path: Path
+    # The `slurm-gateway serve` process (for memory sampling) and its slurm.job_root.
+    pid: int
+    job_root: Path
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """An S3 storage root for the gateway: ``url`` is ``s3://bucket/prefix``."""
+
+    url: str
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
 
 
 def free_port() -> int:
@@ -68,20 +81,28 @@ def mint(config_path: Path, *, tenant: str | None, user: str, role: str) -> str:
 
 
 @contextmanager
-def running_gateway(*, database_url: str | None = None) -> Iterator[RunningGateway]:
-    """Start `slurm-gateway serve` on a fresh state dir, provision the bench tenant, yield it."""
+def running_gateway(
+    *, database_url: str | None = None, storage: S3Storage | None = None
+) -> Iterator[RunningGateway]:
+    """Start `slurm-gateway serve` on a fresh state dir, provision the bench tenant, yield it.
+
+    ``storage``: keep files on S3 instead of the state dir (the secret goes in a 0600 file).
+    """
     state_dir = Path(tempfile.mkdtemp(prefix="sgw-bench-", dir="/var/tmp"))
     port = free_port()
     config_path = state_dir / "gateway.toml"
+    job_root = Path(f"/var/lib/slurm-gateway/bench-jobs/{state_dir.name}")
     lines = [
         f'state_dir = "{state_dir}"',
         "[server]",
         f"port = {port}",
         "[slurm]",
-        f'job_root = "/var/lib/slurm-gateway/bench-jobs/{state_dir.name}"',
+        f'job_root = "{job_root}"',
     ]
     if database_url:
         lines += ["[database]", f'url = "{database_url}"']
+    if storage is not None:
+        lines += s3_storage_config(storage, state_dir)
     config_path.write_text("\n".join(lines) + "\n")
     subprocess.run([CLI, "migrate", "--config", str(config_path)], check=True, capture_output=True)
     log = (state_dir / "gateway.log").open("w")
@@ -118,13 +139,36 @@ def running_gateway(*, database_url: str | None = None) -> Iterator[RunningGatew
         if status not in (200, 201):
             raise RuntimeError(f"adding the bench member failed: {status} {body}")
         user = mint(config_path, tenant=BENCH_TENANT, user=BENCH_USER, role="user")
-        yield RunningGateway(base_url=base_url, user_token=user, admin_token=admin, config_path=config_path)
+        yield RunningGateway(
+            base_url=base_url,
+            user_token=user,
+            admin_token=admin,
+            config_path=config_path,
+            pid=process.pid,
+            job_root=job_root,
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
         subprocess.run(["scancel", "--account", BENCH_ACCOUNT], check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def s3_storage_config(storage: S3Storage, state_dir: Path) -> list[str]:
+    """The TOML lines of a [storage] table for ``storage``; writes its secret under state_dir."""
+    secret_path = state_dir / "s3-secret"
+    secret_path.touch(mode=0o600)
+    secret_path.write_text(storage.secret_access_key)
+    # JSON strings are valid TOML basic strings.
+    return [
+        "[storage]",
+        f"url = {json.dumps(storage.url)}",
+        "[storage.s3]",
+        f"endpoint_url = {json.dumps(storage.endpoint_url)}",
+        f"access_key_id = {json.dumps(storage.access_key_id)}",
+        f"secret_access_key_path = {json.dumps(str(secret_path))}",
+    ]
 
 
 def wait_until_ready(base_url: str, timeout_s: float = 30) -> None:

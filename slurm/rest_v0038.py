@@ -279,12 +279,14 @@ def observations_for(
                 tasks_by_array.setdefault(array_id, {})[key] = by_key[key]
     found: dict[str, JobObservation] = {}
     for job_id in slurm_job_ids:
-        if job_id in by_key:
-            found[job_id] = by_key[job_id]
-        elif job_id in tasks_by_array:
+        # Tasks first: slurmdbd may still hold an array's pending meta record under the bare id
+        # after its tasks ran, and that record knows nothing of them.
+        if job_id in tasks_by_array:
             tasks = tasks_by_array[job_id]
             found.update(tasks)
             found[job_id] = summarize_array(job_id, list(tasks.values()))
+        elif job_id in by_key:
+            found[job_id] = by_key[job_id]
     return found
 
 

@@ -11,6 +11,7 @@ import pytest
 from slurm import rest_v0038
 from slurm.batch_job import BatchJob
 from slurm.errors import JobSpecError, SlurmRejected, SlurmUnavailable
+from slurm.observations import JobObservation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurmrestd"
 
@@ -386,3 +387,12 @@ def test_tasks_slurmctld_forgot_come_once_from_slurmdbd_and_the_rest_from_slurmc
 
 def test_slurmdbd_knowing_none_of_the_jobs_is_an_empty_listing() -> None:
     assert listing("db_jobs_nothing_found") == []
+
+
+def test_an_array_id_is_summarised_from_its_tasks_even_beside_a_bare_record_of_it() -> None:
+    # slurmdbd can still hold the array's pending meta record under the bare id ("551") after
+    # the tasks ran (seen in the suite); that record must not hide the tasks.
+    meta = JobObservation(slurm_job_id="551", state="PENDING", gateway_job_id="sgw_x")
+    observed = rest_v0038.observations_for(["551"], [(["551"], meta), *pairs_of("jobs_array_ended")])
+    assert len(observed["551"].array_tasks) == 10
+    assert "551_0" in observed

@@ -172,6 +172,9 @@ class JobStager:
                 taken = session.execute(
                     update(JobStaging)
                     .where(JobStaging.job_id == job.id, lease_free)
+                    # The rows are in this session: evaluating the lease in Python would compare
+                    # SQLite's naive datetimes with an aware one. The database decides.
+                    .execution_options(synchronize_session=False)
                     .values(
                         lease_owner=self._settings.worker_id,
                         lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
@@ -335,6 +338,7 @@ class JobStager:
                     staged_in=staged,
                     bytes_in=sum(item["size"] for item in staged),
                     stage_in_ended_at=now,
+                    error=None,
                 )
                 session.commit()
                 return moved

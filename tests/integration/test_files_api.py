@@ -10,14 +10,13 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from gateway.storage_models import StoredFile, Tenant
+from gateway.storage_models import StoredFile
 from tests.integration.gateway_fixtures import (
     bearer_headers,
     gateway_client,
@@ -25,7 +24,7 @@ from tests.integration.gateway_fixtures import (
     migrated_database,
     token_for,
 )
-from tests.integration.storage_fixtures import storage_config
+from tests.integration.storage_fixtures import add_tenant, storage_config, stored_blob_keys, tenant_counters
 
 __all__ = ["gateway_client", "gateway_config", "migrated_database", "storage_config", "token_for"]
 
@@ -37,47 +36,6 @@ on_sqlite_and_local_files = [
     pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
     pytest.mark.parametrize("storage_config", ["file"], indirect=True),
 ]
-
-
-def add_tenant(client: Client, tenant_id: str, *, quota: int | None = None) -> None:
-    """Store a tenant row (what POST /v1/tenants stores, without provisioning Slurm)."""
-    now = datetime.now(UTC)
-    with client.app.state.session_factory() as session:
-        session.add(
-            Tenant(
-                id=tenant_id,
-                slurm_account=tenant_id,
-                allowed_qos=["normal"],
-                default_qos=None,
-                allowed_partitions=["cpu"],
-                storage_quota_bytes=quota,
-                storage_used_bytes=0,
-                storage_reserved_bytes=0,
-                s3_input_prefixes=[],
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        session.commit()
-
-
-def tenant_counters(client: Client, tenant_id: str) -> tuple[int, int]:
-    """(used, reserved) bytes as stored."""
-    with client.app.state.session_factory() as session:
-        tenant = session.get(Tenant, tenant_id)
-        assert tenant is not None
-        return tenant.storage_used_bytes, tenant.storage_reserved_bytes
-
-
-def stored_blob_keys(client: Client, tenant_id: str) -> set[str]:
-    """Keys of every blob under the tenant's prefix in the object store."""
-    store = client.app.state.object_store
-    root = store.full_path(f"{tenant_id}/blobs")
-    if not store.filesystem.exists(root):
-        return set()
-    # SeaweedFS lists an emptied folder as an entry of its own: keep only blob names.
-    keys = {path.removeprefix(f"{store.root}/") for path in store.filesystem.find(root)}
-    return {key for key in keys if BLOB_NAME.fullmatch(key.rpartition("/")[2])}
 
 
 def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:

@@ -25,8 +25,7 @@ from tests.integration.gateway_fixtures import (
     token_for,
 )
 from tests.integration.private_seaweed import BUCKET, PrivateSeaweed, kill_seaweed, start_seaweed
-from tests.integration.storage_fixtures import s3_storage_config
-from tests.integration.test_files_api import add_tenant, tenant_counters
+from tests.integration.storage_fixtures import add_tenant, s3_storage_config, tenant_counters
 
 __all__ = ["gateway_client", "gateway_config", "migrated_database", "token_for"]
 

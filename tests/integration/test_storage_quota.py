@@ -27,8 +27,7 @@ from tests.integration.gateway_fixtures import (
     migrated_database,
     token_for,
 )
-from tests.integration.storage_fixtures import storage_config
-from tests.integration.test_files_api import add_tenant, stored_blob_keys, tenant_counters
+from tests.integration.storage_fixtures import add_tenant, storage_config, stored_blob_keys, tenant_counters
 
 __all__ = ["gateway_client", "gateway_config", "migrated_database", "storage_config", "token_for"]
 

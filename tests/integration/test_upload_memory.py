@@ -11,7 +11,6 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,10 +20,10 @@ from sqlalchemy.orm import sessionmaker
 from gateway.config import load_config
 from gateway.database import create_database_engine
 from gateway.hs256_secret import ensure_hs256_secret, hs256_secret_path
-from gateway.storage_models import Tenant
 from gateway.token_minting import mint_token
 from tests.integration.conftest import S3Settings, Storage
 from tests.integration.gateway_process import GatewayProcess, migrated_gateway_process
+from tests.integration.storage_fixtures import store_tenant
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.s3]
 
@@ -63,24 +62,7 @@ def memory_kib(pid: int, field: str) -> int:
 def add_tenant(gateway: GatewayProcess, tenant_id: str) -> None:
     engine = create_database_engine(f"sqlite:///{gateway.state_dir / 'gateway.db'}")
     try:
-        with sessionmaker(engine)() as session:
-            now = datetime.now(UTC)
-            session.add(
-                Tenant(
-                    id=tenant_id,
-                    slurm_account=tenant_id,
-                    allowed_qos=["normal"],
-                    default_qos=None,
-                    allowed_partitions=["cpu"],
-                    storage_quota_bytes=2 * BODY_BYTES,
-                    storage_used_bytes=0,
-                    storage_reserved_bytes=0,
-                    s3_input_prefixes=[],
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            session.commit()
+        store_tenant(sessionmaker(engine), tenant_id, quota=2 * BODY_BYTES)
     finally:
         engine.dispose()
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.storage_models import MultipartUpload, StoredFile, Tenant
+from gateway.storage_models import MultipartUpload, StoredFile
 from gateway.upload_service import expire_uploads
 from gateway.upload_signing import upload_signer_from_config
 from staging.multipart_uploads import MIB, StoredPart, UploadGone, UploadTarget, multipart_backend
@@ -36,7 +36,7 @@ from tests.integration.gateway_fixtures import (
     migrated_database,
     token_for,
 )
-from tests.integration.storage_fixtures import storage_config
+from tests.integration.storage_fixtures import add_tenant, storage_config, tenant_counters
 
 __all__ = ["gateway_client", "gateway_config", "migrated_database", "storage_config", "token_for"]
 
@@ -49,36 +49,6 @@ PART = 5 * MIB
 FILE_SIZE = 2 * PART + 1024
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 on_local_files = pytest.mark.parametrize("storage_config", ["file"], indirect=True)
-
-
-def add_tenant(client: Client, tenant_id: str, *, quota: int | None) -> None:
-    """Store a tenant row (what POST /v1/tenants stores, without provisioning Slurm)."""
-    now = datetime.now(UTC)
-    with client.app.state.session_factory() as session:
-        session.add(
-            Tenant(
-                id=tenant_id,
-                slurm_account=tenant_id,
-                allowed_qos=["normal"],
-                default_qos=None,
-                allowed_partitions=["cpu"],
-                storage_quota_bytes=quota,
-                storage_used_bytes=0,
-                storage_reserved_bytes=0,
-                s3_input_prefixes=[],
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        session.commit()
-
-
-def tenant_counters(client: Client, tenant_id: str) -> tuple[int, int]:
-    """(used, reserved) bytes as stored."""
-    with client.app.state.session_factory() as session:
-        tenant = session.get(Tenant, tenant_id)
-        assert tenant is not None
-        return tenant.storage_used_bytes, tenant.storage_reserved_bytes
 
 
 def stored_file(client: Client, tenant_id: str, path: str) -> StoredFile | None:

@@ -46,6 +46,8 @@ def next_attempt_values(
         "outputs": None,
         "hung_at": None,
         "array_tasks": None,
+        "progress": None,
+        "progress_at": None,
         "submitted_after": None,
         # A fresh attempt has no submission tries yet: cancelling it before one stays local.
         "submit_attempts": 0,

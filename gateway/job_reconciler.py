@@ -17,6 +17,9 @@ The same cycle also:
 - watches heartbeats: a job Slurm reports RUNNING whose heartbeat file (slurm.job_layout) is
   older than its ``heartbeat_stale_s`` is marked hung (``hung_at``) and cancelled; once Slurm
   reports it ended it is ``hung``, an outcome ("HUNG") the retry policy may retry;
+- stores the latest progress a running (or just ended) attempt reported in its progress file
+  (staging.progress_files: one open and one read of at most 64 KiB per job), writing only
+  when it changed, so an unchanged report costs no write (and no "progress" event);
 - stores a job array's per-task states;
 - settles steps whose dependencies failed or were retried (gateway.step_dependencies) and
   derives each live multi-step job's state from its steps' (gateway.workflow_states).
@@ -62,11 +65,15 @@ from slurm.job_layout import DEFAULT_STEP_NAME, heartbeat_file
 from slurm.observations import JobObservation
 from staging.heartbeat_files import last_heartbeat
 from staging.output_checkpoints import OutputsUnreadable, read_attempt_outputs
+from staging.progress_files import latest_progress
 
 logger = logging.getLogger(__name__)
 
 # scancel is asynchronous: give Slurm this long to report the job ended before asking again.
 CANCEL_RESEND_S = 15.0
+# Slurm states in which an attempt's program may have reported progress (ended ones too: the
+# cycle that sees the end reads the last report once more).
+_PROGRESS_STATES = frozenset({"RUNNING", "COMPLETING"})
 
 
 class ReconcileOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +101,8 @@ class _LiveJob(msgspec.Struct, frozen=True, kw_only=True):
     hung: bool
     # The job uploads outputs once it completes (its staging row's stage_out is set).
     stages_out: bool
+    # The progress report last stored (Job.progress).
+    progress: dict[str, object] | None
 
 
 class JobReconciler:
@@ -150,6 +159,9 @@ class JobReconciler:
         cancels = 0
         for job in live:
             observation = observations.get(job.slurm_job_id)
+            if observation is not None:
+                # Before _apply: an attempt's last report is stored before it ends or is retried.
+                self._record_progress(job, observation)
             if observation is not None and self._apply(job, observation):
                 updated += 1
             hung = job.hung or (observation is not None and self._went_stale(job, observation))
@@ -179,6 +191,7 @@ class JobReconciler:
                     Job.heartbeat_stale_s,
                     Job.hung_at,
                     JobStaging.stage_out,
+                    Job.progress,
                 )
                 .outerjoin(JobStaging, JobStaging.job_id == Job.id)
                 .where(Job.state.in_(IN_SLURM_STATES), Job.slurm_job_id.is_not(None))
@@ -199,6 +212,7 @@ class JobReconciler:
                 heartbeat_stale_s=row.heartbeat_stale_s,
                 hung=row.hung_at is not None,
                 stages_out=row.stage_out is not None,
+                progress=row.progress,
             )
             for row in rows
         ]
@@ -298,6 +312,33 @@ class JobReconciler:
             logger.warning("job %s attempt %d: %s", job.job_id, job.attempt, reason)
         return bool(marked)
 
+    def _record_progress(self, job: _LiveJob, observation: JobObservation) -> None:
+        """Store the attempt's latest progress report if it differs from the stored one.
+
+        No report (yet) keeps the stored one. An unreadable file (not the user's doing) is
+        logged and skipped: progress never holds up reconciling.
+        """
+        if observation.state not in _PROGRESS_STATES and not observation.is_terminal:
+            return
+        try:
+            progress = latest_progress(self._working_dir(job), job.step_name, job.attempt)
+        except OSError as exc:
+            logger.warning("job %s attempt %d: progress file unreadable: %s", job.job_id, job.attempt, exc)
+            return
+        if progress is None:
+            return
+        values = msgspec.to_builtins(progress)
+        if values == job.progress:
+            return
+        with self._session_factory() as session:
+            # Only for the attempt that wrote it (a retry in between has moved on).
+            session.execute(
+                update(Job)
+                .where(Job.id == job.job_id, Job.attempt == job.attempt)
+                .values(progress=values, progress_at=self._clock())
+            )
+            session.commit()
+
     def _refresh_workflows(self) -> int:
         """Store each live multi-step job's state as derived from its steps; returns how many changed."""
         with self._session_factory() as session:
@@ -326,7 +367,9 @@ class JobReconciler:
             if decision is None:
                 return None
             now = self._clock()
-            # Conditional on what we read: a cancel or another writer in between wins.
+            # Conditional on what we read: a cancel or another writer in between wins. The ended
+            # attempt is written first, in the same transaction, so the job's event history
+            # (database triggers, gateway.job_events) shows how it ended before the retry.
             changed = session.execute(
                 update(Job)
                 .where(
@@ -335,6 +378,14 @@ class JobReconciler:
                     Job.attempt == row.attempt,
                     Job.desired_state == DESIRED_RUN,
                 )
+                .values(**_row_values(change), updated_at=now)
+            ).rowcount
+            if not changed:
+                session.rollback()
+                return False
+            session.execute(
+                update(Job)
+                .where(Job.id == job.job_id)
                 .values(
                     **next_attempt_values(
                         attempt=row.attempt + 1,
@@ -343,10 +394,7 @@ class JobReconciler:
                         delay_s=decision.delay_s,
                     )
                 )
-            ).rowcount
-            if not changed:
-                session.rollback()
-                return False
+            )
             session.add(
                 JobAttempt(
                     job_id=job.job_id,

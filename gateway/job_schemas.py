@@ -273,6 +273,19 @@ class StagingView(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None
 
 
+class ProgressView(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest progress the running attempt reported ($SGW_PROGRESS_FILE, read by the gateway).
+
+    ``fraction`` is 0..1 (None: not given), ``message`` at most 500 characters, ``metrics`` the
+    program's own numbers; ``reported_at`` is when the gateway first read this report.
+    """
+
+    fraction: float | None
+    message: str | None
+    metrics: dict[str, float]
+    reported_at: datetime | None
+
+
 class ArrayTaskView(msgspec.Struct, frozen=True, kw_only=True):
     """One task of a job array, as last observed."""
 
@@ -298,6 +311,8 @@ class StepView(msgspec.Struct, frozen=True, kw_only=True):
     outputs: list[OutputFileView] = msgspec.field(default_factory=list)
     array_tasks: list[ArrayTaskView] = msgspec.field(default_factory=list)
     staging: StagingView | None = None
+    # The step's latest progress report (None until its program reports one).
+    progress: ProgressView | None = None
     submitted_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
@@ -326,6 +341,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     steps: list[StepView] = msgspec.field(default_factory=list)
     # A plain job's stage-in and stage-out (steps carry their own).
     staging: StagingView | None = None
+    # A plain job's latest progress report (None until its program reports one; steps carry their own).
+    progress: ProgressView | None = None
     labels: dict[str, str]
     spec: JobSpec
     created_at: datetime

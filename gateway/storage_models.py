@@ -123,6 +123,10 @@ class Job(Base):
     hung_at: Mapped[datetime | None]
     # A job array's tasks as last observed: [{"task_id", "state", "exit_code", "reason"}].
     array_tasks: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The latest progress the running attempt reported ($SGW_PROGRESS_FILE, its last JSON line):
+    # {"fraction", "message", "metrics"}; and when the gateway read it.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    progress_at: Mapped[datetime | None]
 
     # Submission lease: which worker holds the job and until when (crash recovery).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -284,3 +288,29 @@ class JobStaging(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class JobEvent(Base):
+    """One change of a job the tenant can watch (GET /v1/events): append-only, ids increase.
+
+    Rows are written by database triggers (migration 0005) in the transaction that changed the
+    job, so no writer can forget one and none is recorded for a change that rolled back.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_tenant_id", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(40))
+    # The multi-step job a step belongs to (None for plain jobs and workflows themselves).
+    parent_id: Mapped[str | None] = mapped_column(String(40))
+    owner: Mapped[str] = mapped_column(String(64))
+    # "accepted" (a new job), "state" (state, attempt or reason changed), "progress".
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24))
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]

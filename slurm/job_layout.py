@@ -8,6 +8,9 @@ The batch script (as the job's user) and the gateway (reading, as root) agree on
       .attempts/<step>/a<n>/manifest.sha256         sha256sum lines of every file in out/,
       .attempts/<step>/a<n>/manifest.<task>.sha256  written after success (one per array task)
       .heartbeat/<step>.a<n>              touched every few seconds while the attempt runs
+      .progress/<step>.a<n>               $SGW_PROGRESS_FILE: JSON lines the attempt's programs
+                                          append (fraction, message, metrics); the last wins.
+                                          An array's tasks share the attempt's one file.
 
 A plain job (no ``steps``) is one step named ``main``. An attempt only ever writes below its own
 ``a<n>`` directory, and ``outputs/<step>`` changes by renaming a new symlink over the old one, so
@@ -22,6 +25,7 @@ DEFAULT_STEP_NAME = "main"
 OUTPUTS_DIR = "outputs"
 ATTEMPTS_DIR = ".attempts"
 HEARTBEAT_DIR = ".heartbeat"
+PROGRESS_DIR = ".progress"
 ATTEMPT_OUT_DIR = "out"
 # sha256sum's own format ("<hex>  ./relative/path"), so `sha256sum -c` can re-check it by hand.
 MANIFEST_NAME = "manifest.sha256"
@@ -57,3 +61,12 @@ def published_link_target(step: str, attempt: int) -> str:
 def heartbeat_file(working_dir: str, step: str, attempt: int) -> str:
     """The file the attempt's wrapper (or program) touches to show it is alive."""
     return str(PurePosixPath(working_dir) / HEARTBEAT_DIR / f"{step}.a{attempt}")
+
+
+def progress_file(working_dir: str, step: str, attempt: int) -> str:
+    """The JSON-lines file the attempt's programs append progress to ($SGW_PROGRESS_FILE).
+
+    One file per attempt, shared by an array's tasks: the latest line any task wrote is the
+    step's progress (a retried attempt starts with an empty file of its own).
+    """
+    return str(PurePosixPath(working_dir) / PROGRESS_DIR / f"{step}.a{attempt}")

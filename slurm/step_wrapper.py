@@ -9,7 +9,11 @@ user in the job's working directory and use the layout of slurm.job_layout:
     export SGW_OUTPUT_DIR               <wd>/.attempts/<step>/a<n>/out (array task t: out/t),
                                         where the program writes; no other attempt writes there
     export SGW_HEARTBEAT_FILE           <wd>/.heartbeat/<step>.a<n> (not with heartbeat "off")
+    export SGW_PROGRESS_FILE            <wd>/.progress/<step>.a<n>: progress as JSON lines, the
+                                        last complete one wins (an array's tasks share it)
     mkdir -p ...
+    sgw-progress() {...}; export -f     the progress command, for the script and for every bash
+                                        it starts (see "Progress" below)
     trap ... USR2                       only with signal_before_limit_s: Slurm signals the
                                         batch shell (B:USR2@secs), the wrapper passes it on
     touch; sgw_beat &                   heartbeat "wrapper": touched now and every few seconds
@@ -40,6 +44,19 @@ wrapper's closing lines).
 The wrapper's own tools (mkdir, sha256sum, ln, mv, ...) run with the PATH the job started
 with, saved before the job's env exports, so a job's PATH can change what its program finds
 but not how its outputs are recorded.
+
+Progress: ``sgw-progress FRACTION|- [MESSAGE] [NAME=NUMBER ...]`` appends one line such as
+``{"fraction":0.4,"message":"epoch 4/10","metrics":{"loss":0.31}}`` to $SGW_PROGRESS_FILE
+(``-``: no fraction). It is a bash function exported with ``export -f``, so the script and the
+bash processes below it (``bash -c``, srun'd bash scripts) have it; it uses builtins only.
+Numbers must be JSON numbers and metric names ``[A-Za-z_][A-Za-z0-9_.:/-]{0,63}``, else it
+writes nothing and returns 2; quotes and backslashes in the message are escaped, tabs and
+newlines become spaces, other control characters are dropped. Any other program reports by
+appending such a JSON line itself, e.g. in Python:
+``open(os.environ["SGW_PROGRESS_FILE"], "a").write(json.dumps({"fraction": 0.5}) + "\n")``.
+The gateway reads the file's last complete valid line (staging.progress_files) and clamps
+what it finds, so nothing written there can harm it. The function is fixed text: no value
+from the job reaches it.
 """
 
 from __future__ import annotations
@@ -55,6 +72,7 @@ from slurm.job_layout import (
     attempt_output_dir,
     heartbeat_file,
     outputs_dir,
+    progress_file,
     published_link,
     published_link_target,
 )
@@ -82,6 +100,48 @@ _WAIT_LINES = [
     'while kill -0 "$sgw_child" 2>/dev/null; do wait "$sgw_child" || true; done',
     "sgw_status=0",
     'wait "$sgw_child" || sgw_status=$?',
+]
+
+# The progress command (see the module docstring). LC_ALL=C: the control-character range is
+# matched byte by byte, which leaves UTF-8 text (bytes >= 0x80) as it is.
+PROGRESS_COMMAND_LINES = [
+    "# sgw-progress FRACTION|- [MESSAGE] [NAME=NUMBER ...]: one JSON line onto $SGW_PROGRESS_FILE.",
+    "# Called by the job's script and the bash processes it starts, which shellcheck cannot see.",
+    "# shellcheck disable=SC2317",
+    "sgw-progress() {",
+    "  local LC_ALL=C",
+    "  local number='^-?(0|[1-9][0-9]*)([.][0-9]+)?([eE][-+]?[0-9]+)?$'",
+    "  local name='^[A-Za-z_][A-Za-z0-9_.:/-]{0,63}$'",
+    '  if [[ -z "${SGW_PROGRESS_FILE-}" ]]; then',
+    '    echo "sgw-progress: SGW_PROGRESS_FILE is not set" >&2',
+    "    return 1",
+    "  fi",
+    "  if (( $# == 0 )); then",
+    "    echo 'usage: sgw-progress FRACTION|- [MESSAGE] [NAME=NUMBER ...]' >&2",
+    "    return 2",
+    "  fi",
+    "  local fraction=$1 message=${2-} metrics='' metric",
+    "  if [[ $fraction == - ]]; then",
+    "    fraction=null",
+    "  elif ! [[ $fraction =~ $number ]]; then",
+    '    echo "sgw-progress: the fraction is not a number: $fraction" >&2',
+    "    return 2",
+    "  fi",
+    r"  message=${message//\\/\\\\}",
+    r"  message=${message//\"/\\\"}",
+    r"  message=${message//[$'\t'$'\n']/ }",
+    r"  message=${message//[$'\001'-$'\037']/}",
+    '  for metric in "${@:3}"; do',
+    "    if ! [[ ${metric%%=*} =~ $name && ${metric#*=} =~ $number ]]; then",
+    '      echo "sgw-progress: not NAME=NUMBER: $metric" >&2',
+    "      return 2",
+    "    fi",
+    r'    metrics+="${metrics:+,}\"${metric%%=*}\":${metric#*=}"',
+    "  done",
+    r'  local json="{\"fraction\":$fraction,\"message\":\"$message\",\"metrics\":{$metrics}}"',
+    '  printf "%s\\n" "$json" >> "$SGW_PROGRESS_FILE"',
+    "}",
+    "export -f sgw-progress",
 ]
 
 # After the program. Called left of `||`, where errexit is off, so every command is chained.
@@ -115,6 +175,7 @@ def render_step_wrapper(job: BatchJob, program_lines: list[str]) -> list[str]:
         *_variable_lines(job),
         'sgw_tool() { local PATH=$sgw_path; "$@"; }',
         *_directory_lines(job),
+        *PROGRESS_COMMAND_LINES,
         "sgw_child=",
         *(_USR2_LINES if job.signal_before_limit_s is not None else []),
         *_heartbeat_lines(job),
@@ -154,6 +215,7 @@ def _variable_lines(job: BatchJob) -> list[str]:
     ]
     if job.heartbeat != "off":
         lines.append(f"export SGW_HEARTBEAT_FILE={shlex.quote(heartbeat_file(working_dir, step, attempt))}")
+    lines.append(f"export SGW_PROGRESS_FILE={shlex.quote(progress_file(working_dir, step, attempt))}")
     return [
         *lines,
         f"sgw_out={out}",
@@ -166,7 +228,8 @@ def _variable_lines(job: BatchJob) -> list[str]:
 
 
 def _directory_lines(job: BatchJob) -> list[str]:
-    directories = ['"$SGW_OUTPUT_DIR"', '"$SGW_OUTPUTS_DIR"']
+    progress = PurePosixPath(progress_file(job.working_dir, job.step_name, job.attempt)).parent
+    directories = ['"$SGW_OUTPUT_DIR"', '"$SGW_OUTPUTS_DIR"', shlex.quote(str(progress))]
     if job.heartbeat != "off":
         beat = heartbeat_file(job.working_dir, job.step_name, job.attempt)
         directories.append(shlex.quote(str(PurePosixPath(beat).parent)))

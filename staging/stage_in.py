@@ -21,12 +21,12 @@ from contextlib import contextmanager, suppress
 
 import msgspec
 
-from slurm.job_layout import ATTEMPTS_DIR, HEARTBEAT_DIR, OUTPUTS_DIR
+from slurm.job_layout import ATTEMPTS_DIR, HEARTBEAT_DIR, OUTPUTS_DIR, PROGRESS_DIR
 from staging.object_paths import relative_path_problem
 from staging.storage_errors import DigestMismatch, SizeLimitExceeded
 
 # The gateway's own entries in the working directory (slurm.job_layout).
-RESERVED_FIRST_SEGMENTS = frozenset({OUTPUTS_DIR, ATTEMPTS_DIR, HEARTBEAT_DIR})
+RESERVED_FIRST_SEGMENTS = frozenset({OUTPUTS_DIR, ATTEMPTS_DIR, HEARTBEAT_DIR, PROGRESS_DIR})
 # Batch logs: --output/--error are <working_dir>/slurm-<job>.out/.err.
 BATCH_LOG_PREFIX = "slurm-"
 # Temporary files of a stage-in in progress are named .sgw-partial-<random>, in any directory.

@@ -28,6 +28,7 @@ from gateway.job_schemas import (
     JobSpec,
     JobView,
     OutputFileView,
+    ProgressView,
     RetryPolicy,
     StagedFileView,
     StagingView,
@@ -207,6 +208,7 @@ def job_view(job: Job) -> JobView:
         if is_workflow
         else [],
         staging=_staging_view(job.staging),
+        progress=_progress_view(job),
         labels={label.key: label.value for label in job.labels},
         spec=spec,
         created_at=ensure_utc(job.created_at),
@@ -232,6 +234,7 @@ def _step_view(step: Job, after: list[str]) -> StepView:
         outputs=_output_views(step),
         array_tasks=_array_task_views(step),
         staging=_staging_view(step.staging),
+        progress=_progress_view(step),
         submitted_at=as_utc(step.submitted_at),
         started_at=as_utc(step.started_at),
         ended_at=as_utc(step.ended_at),
@@ -244,6 +247,18 @@ def _attempt_views(job: Job) -> list[AttemptView]:
 
 def _output_views(job: Job) -> list[OutputFileView]:
     return msgspec.convert(job.outputs or [], list[OutputFileView])
+
+
+def _progress_view(job: Job) -> ProgressView | None:
+    if job.progress is None:
+        return None
+    progress = job.progress
+    return ProgressView(
+        fraction=progress.get("fraction"),
+        message=progress.get("message"),
+        metrics=progress.get("metrics") or {},
+        reported_at=as_utc(job.progress_at),
+    )
 
 
 def _staging_view(staging: JobStaging | None) -> StagingView | None:

@@ -1,9 +1,10 @@
 """Schema migrations on SQLite and PostgreSQL (the `database_url` fixture runs both)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from litestar.testing import TestClient
@@ -12,8 +13,8 @@ from gateway.app import create_app
 from gateway.cli import main
 from gateway.config import ENV_DATABASE_URL, ENV_STATE_DIR, load_config
 from gateway.database import create_database_engine
-from gateway.schema_migrations import current_revision, head_revision, migrate_to_head
-from gateway.storage_models import Base, Tenant
+from gateway.schema_migrations import alembic_config, current_revision, head_revision, migrate_to_head
+from gateway.storage_models import Base, Job, JobEvent, Tenant
 
 GATEWAY_TABLES = {
     "tenants",
@@ -26,6 +27,7 @@ GATEWAY_TABLES = {
     "storage_reservations",
     "multipart_uploads",
     "job_staging",
+    "job_events",
 }
 
 
@@ -111,3 +113,108 @@ def test_app_start_does_not_create_tables(engine: sa.Engine, database_url: str, 
     with TestClient(create_app(config)) as client:
         assert client.get("/healthz").status_code == 200
     assert table_names(engine) == set()
+
+
+def add_tenant_and_job(session: sa.orm.Session, job_id: str = "j1") -> Job:
+    now = datetime.now(UTC)
+    if session.get(Tenant, "t1") is None:
+        session.add(
+            Tenant(
+                id="t1",
+                slurm_account="acct1",
+                allowed_qos=[],
+                allowed_partitions=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+    job = Job(
+        id=job_id,
+        tenant_id="t1",
+        owner="alice",
+        unix_user="alice",
+        name="n",
+        spec={},
+        spec_digest="d",
+        state="accepted",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def events(engine: sa.Engine) -> list[tuple[str, str, str, int, str | None, dict | None]]:
+    with sa.orm.Session(engine) as session:
+        rows = session.scalars(sa.select(JobEvent).order_by(JobEvent.id)).all()
+        return [(e.job_id, e.kind, e.state, e.attempt, e.state_reason, e.progress) for e in rows]
+
+
+def test_triggers_record_job_events_for_relevant_changes_only(engine: sa.Engine) -> None:
+    migrate_to_head(engine)
+    before = datetime.now(UTC)
+    with sa.orm.Session(engine) as session:
+        job = add_tenant_and_job(session)
+        job.state, job.state_reason = "pending", "Priority"
+        session.commit()
+        job.updated_at = datetime.now(UTC)  # nothing an event shows
+        job.lease_owner = "w1"
+        session.commit()
+        job.progress = {"fraction": 0.5, "message": "half", "metrics": {}}
+        session.commit()
+        job.progress = {"fraction": 0.5, "message": "half", "metrics": {}}  # the same value again
+        job.attempt, job.state, job.exit_code = 2, "accepted", None
+        session.commit()
+    assert events(engine) == [
+        ("j1", "accepted", "accepted", 1, None, None),
+        ("j1", "state", "pending", 1, "Priority", None),
+        ("j1", "progress", "pending", 1, "Priority", {"fraction": 0.5, "message": "half", "metrics": {}}),
+        ("j1", "state", "accepted", 2, "Priority", {"fraction": 0.5, "message": "half", "metrics": {}}),
+    ]
+    with sa.orm.Session(engine) as session:
+        first = session.scalars(sa.select(JobEvent).order_by(JobEvent.id)).first()
+        assert (first.tenant_id, first.owner, first.parent_id) == ("t1", "alice", None)
+        created = first.created_at.replace(tzinfo=first.created_at.tzinfo or UTC)
+        assert before - timedelta(seconds=1) <= created <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+def test_a_rolled_back_change_records_no_event(engine: sa.Engine) -> None:
+    migrate_to_head(engine)
+    with sa.orm.Session(engine) as session:
+        job = add_tenant_and_job(session)
+        job.state = "running"
+        session.flush()
+        session.rollback()
+    assert [kind for _, kind, *_ in events(engine)] == ["accepted"]
+
+
+def test_downgrade_drops_the_events_table_and_triggers(engine: sa.Engine) -> None:
+    migrate_to_head(engine)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    assert "job_events" not in table_names(engine)
+    assert "progress" not in {column["name"] for column in sa.inspect(engine).get_columns("jobs")}
+    with sa.orm.Session(engine) as session:
+        # The triggers are gone with the table: writing a job does not fail.
+        session.execute(
+            sa.text(
+                "INSERT INTO tenants (id, slurm_account, allowed_qos, allowed_partitions, created_at,"
+                " updated_at) VALUES ('t1', 'a1', '[]', '[]', :now, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        session.execute(
+            sa.text(
+                "INSERT INTO jobs (id, tenant_id, owner, unix_user, name, spec, spec_digest, kind,"
+                " desired_state, state, attempt, submit_attempts, created_at, updated_at) VALUES"
+                " ('j1', 't1', 'alice', 'alice', 'n', '{}', 'd', 'job', 'run', 'accepted', 1, 0, :now, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        session.commit()
+    migrate_to_head(engine)
+    assert current_revision(engine) == head_revision()

@@ -14,8 +14,10 @@ from gateway.background_workers import background_workers_lifespan
 from gateway.config import GatewayConfig
 from gateway.database import create_database_engine
 from gateway.http_metrics import HttpMetricsMiddleware
+from gateway.job_events import job_events_lifespan
 from gateway.job_state_metrics import register_job_state_gauge
 from gateway.job_view_cache import JobViewCache
+from gateway.log_streams import log_hub_lifespan
 from gateway.metrics import MetricsRegistry
 from gateway.object_storage import object_store_from_config
 from gateway.problems import problem_exception_handlers
@@ -41,7 +43,12 @@ def create_app(
     return Litestar(
         route_handlers=route_handlers(),
         # Workers start after (and stop before) the resources they use.
-        lifespan=[_resources_lifespan(config, readiness_checks), background_workers_lifespan(config)],
+        lifespan=[
+            _resources_lifespan(config, readiness_checks),
+            job_events_lifespan,
+            background_workers_lifespan(config),
+            log_hub_lifespan,
+        ],
         exception_handlers=problem_exception_handlers(),
         dependencies=auth_dependencies(),
         middleware=[HttpMetricsMiddleware()],

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from gateway.routes.events import stream_events
 from gateway.routes.files import delete_file, get_file, head_file, list_files, put_file, storage_usage
 from gateway.routes.health import healthz, readyz
 from gateway.routes.jobs import cancel_job, list_visible_jobs, read_job, retry_job, submit_job
+
+# job logs
+from gateway.routes.logs import read_job_log, stream_job_log
 from gateway.routes.metrics import metrics
 from gateway.routes.partitions import list_partitions
 from gateway.routes.service_info import service_info
@@ -29,7 +33,12 @@ def route_handlers() -> list[ControllerRouterHandler]:
         list_visible_jobs,
         cancel_job,
         retry_job,
+        # job logs (ranges, tails, SSE)
+        read_job_log,
+        stream_job_log,
         list_partitions,
+        # Job events (Server-Sent Events)
+        stream_events,
         # Files API (tenant namespaces)
         put_file,
         get_file,

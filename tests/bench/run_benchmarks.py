@@ -28,6 +28,8 @@ def run_benchmark(path: Path) -> str:
     if spec is None or spec.loader is None:
         raise RuntimeError(f"{path.name}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
+    # Registered as an import would be: dataclasses and pickling look modules up by name.
+    sys.modules[spec.name] = module
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         spec.loader.exec_module(module)

@@ -32,10 +32,11 @@ from typing import Any
 
 import psycopg
 from litestar import Litestar
-from sqlalchemy import ColumnElement, Engine, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from gateway.job_service import job_visible_to, visible_condition
 from gateway.principal import Principal
 from gateway.storage_models import JobEvent
 from gateway.timestamps import as_utc
@@ -100,29 +101,17 @@ class EventFilter:
     job_id: str | None = None
 
     def matches(self, event: EventRecord) -> bool:
-        """The rules of gateway.job_service visibility: admin all, tenant-admin the tenant, user own jobs."""
+        """Whether the event is of the followed job (if any) and in the caller's view."""
         if self.job_id is not None and self.job_id not in (event.job_id, event.parent_id):
             return False
-        principal = self.principal
-        if principal.has_role("admin"):
-            return True
-        if principal.tenant_id is None or principal.tenant_id != event.tenant_id:
-            return False
-        return principal.has_role("tenant-admin") or principal.user == event.owner
+        return job_visible_to(self.principal, tenant_id=event.tenant_id, owner=event.owner)
 
     def condition(self) -> ColumnElement[bool]:
         """``matches`` as SQL, for reading the backlog."""
-        conditions: list[ColumnElement[bool]] = []
-        if self.job_id is not None:
-            conditions.append(or_(JobEvent.job_id == self.job_id, JobEvent.parent_id == self.job_id))
-        principal = self.principal
-        if not principal.has_role("admin"):
-            if principal.tenant_id is None:
-                return false()
-            conditions.append(JobEvent.tenant_id == principal.tenant_id)
-            if not principal.has_role("tenant-admin"):
-                conditions.append(JobEvent.owner == principal.user)
-        return and_(true(), *conditions)
+        visible = visible_condition(self.principal, JobEvent.tenant_id, JobEvent.owner)
+        if self.job_id is None:
+            return visible
+        return and_(visible, or_(JobEvent.job_id == self.job_id, JobEvent.parent_id == self.job_id))
 
 
 class SubscriptionClosed(Exception):

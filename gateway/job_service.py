@@ -578,15 +578,22 @@ def job_visible_to(principal: Principal, *, tenant_id: str, owner: str) -> bool:
     return principal.has_role("tenant-admin") or principal.user == owner
 
 
-def _visible_to(principal: Principal) -> ColumnElement[bool]:
+def visible_condition(
+    principal: Principal, tenant_id: ColumnElement[str], owner: ColumnElement[str]
+) -> ColumnElement[bool]:
+    """job_visible_to as SQL over a table's tenant and owner columns (jobs, job events)."""
     # Keep in step with job_visible_to (the same rules, for rows already in memory).
     if principal.has_role("admin"):
         return true()
     if principal.tenant_id is None:
         return false()
     if principal.has_role("tenant-admin"):
-        return Job.tenant_id == principal.tenant_id
-    return and_(Job.tenant_id == principal.tenant_id, Job.owner == principal.user)
+        return tenant_id == principal.tenant_id
+    return and_(tenant_id == principal.tenant_id, owner == principal.user)
+
+
+def _visible_to(principal: Principal) -> ColumnElement[bool]:
+    return visible_condition(principal, Job.tenant_id, Job.owner)
 
 
 def parse_label_filters(values: Sequence[str]) -> tuple[tuple[str, str], ...]:

@@ -100,6 +100,13 @@ class _Claim(msgspec.Struct, frozen=True, kw_only=True):
     retries: int
 
 
+class _Started(msgspec.Struct, frozen=True, kw_only=True):
+    """A claim's transfers, queued on the pool, and the quota reservation a stage-out holds."""
+
+    futures: list[Future[Any]]
+    reservation: str | None = None
+
+
 class JobStager:
     """Claims staging work, runs the transfers, and records the outcome."""
 
@@ -134,8 +141,8 @@ class JobStager:
         running = [(claim, self._start(claim)) for claim in claims]
         changed: list[str] = []
         staged_in = False
-        for claim, transfers in running:
-            if self._finish(claim, transfers):
+        for claim, started in running:
+            if self._finish(claim, started):
                 changed.append(claim.job_id)
                 staged_in = staged_in or claim.direction == "in"
         if changed and self._on_jobs_changed is not None:
@@ -208,7 +215,7 @@ class JobStager:
 
     # --- transfers ------------------------------------------------------------------------
 
-    def _start(self, claim: _Claim) -> list[Future[Any]] | StageFailed | StorageUnavailable:
+    def _start(self, claim: _Claim) -> _Started | StageFailed | StorageUnavailable:
         """Queue the claim's transfers on the pool (or the reason it cannot start)."""
         try:
             if claim.direction == "in":
@@ -217,7 +224,7 @@ class JobStager:
         except (StageFailed, StorageUnavailable) as exc:
             return exc
 
-    def _start_stage_in(self, claim: _Claim) -> list[Future[Any]]:
+    def _start_stage_in(self, claim: _Claim) -> _Started:
         try:
             account = prepare_directory(claim.working_dir, claim.unix_user)
         except JobSpecError as exc:
@@ -242,7 +249,7 @@ class JobStager:
                     max_bytes=self._settings.max_file_bytes,
                 )
             )
-        return futures
+        return _Started(futures=futures)
 
     def _input_source(
         self, claim: _Claim, source: str, wanted: str | None
@@ -258,7 +265,7 @@ class JobStager:
             raise StageFailed(f"input {source!r} has sha256 {recorded}, not the {wanted} the job asked for")
         return self._store.read_chunks(blob_key), recorded
 
-    def _start_stage_out(self, claim: _Claim) -> list[Future[Any]]:
+    def _start_stage_out(self, claim: _Claim) -> _Started:
         if claim.outputs is None:
             raise StageFailed("the completed attempt's outputs were not recorded, so none could be uploaded")
         files = [msgspec.convert(item, OutputFile) for item in claim.outputs]
@@ -279,7 +286,7 @@ class JobStager:
         except QuotaExceeded as exc:
             raise StageFailed(f"{exc}; the outputs stay in the job's working directory") from exc
         bucket = self._bandwidth.bucket(claim.tenant_id)
-        futures: list[Future[Any]] = [_done(reservation)]
+        futures = []
         for index, item in enumerate(selected.files):
             # Keys fixed per attempt and file: a stage-out redone after a crash overwrites its own
             # earlier, never-committed blobs instead of leaving them behind.
@@ -298,19 +305,19 @@ class JobStager:
                     item,
                 )
             )
-        return futures
+        return _Started(futures=futures, reservation=reservation)
 
     # --- recording ------------------------------------------------------------------------
 
-    def _finish(self, claim: _Claim, transfers: list[Future[Any]] | StageFailed | StorageUnavailable) -> bool:
-        if isinstance(transfers, StageFailed):
-            return self._record_failure(claim, transfers.message, blobs=[], reservation=None)
-        if isinstance(transfers, StorageUnavailable):
-            return self._back_off(claim, str(transfers))
-        reservation = transfers[0].result() if claim.direction == "out" else None
+    def _finish(self, claim: _Claim, started: _Started | StageFailed | StorageUnavailable) -> bool:
+        if isinstance(started, StageFailed):
+            return self._record_failure(claim, started.message, blobs=[], reservation=None)
+        if isinstance(started, StorageUnavailable):
+            return self._back_off(claim, str(started))
+        reservation = started.reservation
         results = []
         problem: Exception | None = None
-        for future in transfers[1:] if claim.direction == "out" else transfers:
+        for future in started.futures:
             try:
                 results.append(future.result())
             except Exception as exc:  # every transfer ends before deciding, so no blob is left
@@ -484,12 +491,6 @@ def _stage_one_output(
             writer.write(chunk)
         writer.finish()
     return key, output
-
-
-def _done(value: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future
 
 
 def _drop_stale_outputs(session: Session, claim: _Claim, kept: set[str]) -> list[str]:

@@ -20,6 +20,8 @@ from gateway.domain_errors import Conflict, InvalidField
 from gateway.job_admission import job_working_dir
 from gateway.job_states import WORKFLOW
 from gateway.storage_models import Job
+from slurm.array_summary import array_task_ids
+from slurm.job_layout import batch_log_name
 from staging.no_follow_paths import PathRefused, opened_below, opened_dir
 
 STREAM_SUFFIXES = {"stdout": "out", "stderr": "err"}
@@ -32,7 +34,6 @@ TAIL_BLOCK = 64 << 10
 MAX_CHUNK = 64 << 10
 # Offsets beyond any real log file are refused before they reach a syscall.
 MAX_OFFSET = 1 << 62
-_ARRAY_ITEM = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ def locate_log(
     task_id = _array_task(array, task)
     file_name = None
     if slurm_id is not None:
-        stem = f"{slurm_id}_{task_id}" if task_id is not None else slurm_id
-        file_name = f"slurm-{stem}.{STREAM_SUFFIXES[stream]}"
+        file_name = batch_log_name(slurm_id, STREAM_SUFFIXES[stream], task_id)
     return LogTarget(
         working_dir=job_working_dir(job_root, job.tenant_id, job.id),
         file_name=file_name,
@@ -134,24 +134,9 @@ def _array_task(array: object, task: str | None) -> int | None:
     if task is None:
         raise InvalidField("task", f"this job is an array ({array}); name a task with task=")
     number = parse_int("task", task, default=0, low=0, high=MAX_OFFSET)
-    if not array_has_task(array, number):
+    if number not in array_task_ids(array):
         raise InvalidField("task", f"task {number} is not in the array {array}")
     return number
-
-
-def array_has_task(array: str, task: int) -> bool:
-    """Whether Slurm array expression ``array`` ("0-9:2,15%4") includes index ``task``."""
-    items = array.partition("%")[0]
-    for item in items.split(","):
-        match = _ARRAY_ITEM.fullmatch(item)
-        if match is None:
-            continue
-        first, last, step = int(match[1]), match[2], int(match[3] or 1)
-        if last is None and task == first:
-            return True
-        if last is not None and first <= task <= int(last) and (task - first) % step == 0:
-            return True
-    return False
 
 
 class LogFileRefused(Conflict):

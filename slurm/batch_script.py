@@ -35,6 +35,7 @@ from collections.abc import Mapping
 
 from slurm.batch_job import BatchJob
 from slurm.errors import JobSpecError
+from slurm.job_layout import batch_log_pattern
 from slurm.job_validation import validate_batch_job
 from slurm.runtimes import render_runtime
 from slurm.step_wrapper import SAVE_TOOLS_PATH_LINES, render_step_wrapper
@@ -108,7 +109,6 @@ def _switches(job: BatchJob) -> str | None:
 
 
 def _directives(job: BatchJob) -> list[str]:
-    output_pattern = "%A_%a" if job.array is not None else "%j"
     options = [
         ("--job-name", job.name),
         ("--account", job.account),
@@ -133,8 +133,8 @@ def _directives(job: BatchJob) -> list[str]:
         ),
         ("--comment", job.comment),
         ("--chdir", job.working_dir),
-        ("--output", f"{job.working_dir}/slurm-{output_pattern}.out"),
-        ("--error", f"{job.working_dir}/slurm-{output_pattern}.err"),
+        ("--output", batch_log_pattern(job.working_dir, "out", array=job.array is not None)),
+        ("--error", batch_log_pattern(job.working_dir, "err", array=job.array is not None)),
     ]
     return [_directive(option, value) for option, value in options if value is not None]
 

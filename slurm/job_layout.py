@@ -70,3 +70,14 @@ def progress_file(working_dir: str, step: str, attempt: int) -> str:
     step's progress (a retried attempt starts with an empty file of its own).
     """
     return str(PurePosixPath(working_dir) / PROGRESS_DIR / f"{step}.a{attempt}")
+
+
+def batch_log_pattern(working_dir: str, stream: str, *, array: bool) -> str:
+    """The --output/--error path with Slurm's placeholders (``stream``: "out" or "err")."""
+    return f"{working_dir}/slurm-{'%A_%a' if array else '%j'}.{stream}"
+
+
+def batch_log_name(slurm_job_id: str, stream: str, task: int | None = None) -> str:
+    """The name Slurm gives one attempt's log (batch_log_pattern filled in), in the working dir."""
+    stem = f"{slurm_job_id}_{task}" if task is not None else slurm_job_id
+    return f"slurm-{stem}.{stream}"

@@ -29,6 +29,7 @@ import msgspec
 from slurm.array_summary import array_task_ids, summarize_array
 from slurm.batch_job import GATEWAY_COMMENT_PREFIX, BatchJob
 from slurm.errors import JobSpecError, SlurmOutputError, SlurmRejected, SlurmUnavailable
+from slurm.job_layout import batch_log_pattern
 from slurm.observations import TERMINAL_STATES, JobObservation, PartitionCapacity
 
 PING_PATH = "/slurm/v0.0.38/ping"
@@ -103,7 +104,6 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
             "slurmrestd 22.05 cannot signal the batch script before the time limit; "
             "drop 'signal_before_limit_s' or use the cli driver",
         )
-    output_pattern = "%A_%a" if job.array is not None else "%j"
     properties: dict[str, Any] = {
         "name": job.name,
         "account": job.account,
@@ -118,8 +118,8 @@ def submission_body(job: BatchJob, script: str) -> dict[str, Any]:
         # Slurm must not requeue on node failure behind the gateway's retry policy (as --no-requeue).
         "requeue": False,
         "current_working_directory": job.working_dir,
-        "standard_output": f"{job.working_dir}/slurm-{output_pattern}.out",
-        "standard_error": f"{job.working_dir}/slurm-{output_pattern}.err",
+        "standard_output": batch_log_pattern(job.working_dir, "out", array=job.array is not None),
+        "standard_error": batch_log_pattern(job.working_dir, "err", array=job.array is not None),
         "environment": {**BASE_ENVIRONMENT, **job.env},
     }
     optional = {

@@ -15,7 +15,6 @@ from gateway.job_logs import (
     MAX_CHUNK,
     LogFileRefused,
     LogTarget,
-    array_has_task,
     chunk_payload,
     parse_int,
     read_range,
@@ -97,13 +96,6 @@ def test_parse_int_names_the_parameter() -> None:
         with pytest.raises(InvalidField) as refused:
             parse_int("limit", text, default=5, low=1, high=9)
         assert refused.value.field == "limit"
-
-
-def test_array_expressions() -> None:
-    assert array_has_task("0-9:2,15%4", 4)
-    assert array_has_task("0-9:2,15%4", 15)
-    assert not array_has_task("0-9:2,15%4", 5)
-    assert not array_has_task("3", 2)
 
 
 def test_utf8_cut_holds_back_an_incomplete_sequence() -> None:

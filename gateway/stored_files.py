@@ -52,10 +52,13 @@ def commit_stored_files(
         release_reservation(session, reservation_id)
     replaced: list[str] = []
     for new in files:
+        # populate_existing: a row this session read earlier (a precondition check) is refreshed
+        # from the locked row, not reused as it was before another writer replaced it.
         current = session.scalars(
             select(StoredFile)
             .where(StoredFile.tenant_id == new.tenant_id, StoredFile.path == new.path)
             .with_for_update()
+            .execution_options(populate_existing=True)
         ).first()
         _check_preconditions(current, if_match=if_match, if_none_match=if_none_match)
         if current is None:
@@ -94,7 +97,10 @@ def delete_stored_file(session: Session, tenant_id: str, path: str, *, if_match:
     Raises NotFound (no such file) or PreconditionFailed (``if_match`` differs).
     """
     current = session.scalars(
-        select(StoredFile).where(StoredFile.tenant_id == tenant_id, StoredFile.path == path).with_for_update()
+        select(StoredFile)
+        .where(StoredFile.tenant_id == tenant_id, StoredFile.path == path)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).first()
     if current is None:
         raise NotFound(f"no file {path!r}")

@@ -142,7 +142,7 @@ class JobStager:
         changed: list[str] = []
         staged_in = False
         for claim, started in running:
-            if self._finish(claim, started):
+            if self._finish_safely(claim, started):
                 changed.append(claim.job_id)
                 staged_in = staged_in or claim.direction == "in"
         if changed and self._on_jobs_changed is not None:
@@ -287,10 +287,10 @@ class JobStager:
             raise StageFailed(f"{exc}; the outputs stay in the job's working directory") from exc
         bucket = self._bandwidth.bucket(claim.tenant_id)
         futures = []
-        for index, item in enumerate(selected.files):
-            # Keys fixed per attempt and file: a stage-out redone after a crash overwrites its own
-            # earlier, never-committed blobs instead of leaving them behind.
-            key = f"{claim.tenant_id}/blobs/out-{claim.job_id}-a{claim.attempt}-{index}"
+        for item in selected.files:
+            # A fresh key per try: a worker whose lease ran out may still be writing its own, and
+            # whichever commits second must never delete the first's committed blobs.
+            key = self._store.new_blob_key(claim.tenant_id)
             futures.append(
                 self._pool.submit(
                     _stage_one_output,
@@ -308,6 +308,19 @@ class JobStager:
         return _Started(futures=futures, reservation=reservation)
 
     # --- recording ------------------------------------------------------------------------
+
+    def _finish_safely(self, claim: _Claim, started: _Started | StageFailed | StorageUnavailable) -> bool:
+        """``_finish``, but an unexpected error (the database, a racing write) backs this claim
+        off instead of ending the cycle for every other claim in it."""
+        try:
+            return self._finish(claim, started)
+        except Exception:
+            logger.exception(
+                "job %s: recording stage-%s failed; trying again later", claim.job_id, claim.direction
+            )
+            if isinstance(started, _Started):
+                self._discard([], started.reservation)
+            return self._back_off(claim, "the gateway could not record the transfer")
 
     def _finish(self, claim: _Claim, started: _Started | StageFailed | StorageUnavailable) -> bool:
         if isinstance(started, StageFailed):
@@ -494,24 +507,21 @@ def _stage_one_output(
 
 
 def _drop_stale_outputs(session: Session, claim: _Claim, kept: set[str]) -> list[str]:
-    """Files an earlier run of this job or step staged out that this run did not produce."""
-    stale = session.scalars(
-        select(StoredFile).where(
+    """Remove the files an earlier run of this job or step staged out that this run did not
+    produce, crediting their bytes; returns their blob keys."""
+    dropped = session.execute(
+        delete(StoredFile)
+        .where(
             StoredFile.tenant_id == claim.tenant_id,
             StoredFile.job_id == claim.job_id,
             StoredFile.path.not_in(kept),
         )
+        .returning(StoredFile.size, StoredFile.blob_key)
+        .execution_options(synchronize_session=False)
     ).all()
-    for file in stale:
-        charge_stored_bytes(session, claim.tenant_id, -file.size)
-    session.execute(
-        delete(StoredFile).where(
-            StoredFile.tenant_id == claim.tenant_id,
-            StoredFile.job_id == claim.job_id,
-            StoredFile.path.not_in(kept),
-        )
-    )
-    return [file.blob_key for file in stale]
+    if dropped:
+        charge_stored_bytes(session, claim.tenant_id, -sum(size for size, _ in dropped))
+    return [blob_key for _, blob_key in dropped]
 
 
 def _failure_message(exc: Exception) -> str:

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.job_logs import MAX_CHUNK, LogTarget, read_from, split_chunks
+from gateway.job_logs import MAX_CHUNK, LogFileRefused, LogTarget, read_from, split_chunks
 from gateway.job_states import TERMINAL_STATES
 
 POLL_S = 0.1
@@ -51,12 +51,14 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Ended:
-    """The attempt ended and the file was read to its end: ``size`` bytes in ``generation``."""
+    """The attempt ended and the file was read to its end: ``size`` bytes in ``generation``; or
+    the file may not be read any more (``error`` says why, for the client)."""
 
     generation: int
     state: str
     exit_code: int | None
     size: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,25 @@ class FileFeed:
 
     async def run(self) -> None:
         """Poll until the attempt ended and its file was read to the end (or the task is cancelled)."""
+        failures = 0
         while self.final is None:
             try:
                 caught_up = await self._poll()
+                failures = 0
+            except LogFileRefused as exc:
+                # The job's user put something else in the log's place: it will not be followed.
+                state, exit_code = self._terminal or (self.target.state, self.target.exit_code)
+                self.final = Ended(self.generation, state, exit_code, self.offset, error=str(exc))
+                self._deliver(self.final)
+                return
             except Exception:
-                # A file that turned into a symlink, a database hiccup: keep trying, say why.
-                _log.warning("reading log %s failed", self.target.file_name, exc_info=True)
+                # A database or file system hiccup: keep trying, say why (once per streak).
+                if failures == 0:
+                    _log.warning("reading log %s failed", self.target.file_name, exc_info=True)
+                failures += 1
                 caught_up = True
             if caught_up:
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(min(POLL_S * 2**failures, STATE_CHECK_S))
 
     async def _poll(self) -> bool:
         now = time.monotonic()
@@ -333,11 +345,8 @@ class _Follower:
 
 
 def log_hub(state: Any) -> LogHub:
-    """The process's hub: ``state.log_hub`` from log_hub_lifespan, else created on first use."""
-    hub = getattr(state, "log_hub", None)
-    if hub is None:
-        hub = LogHub()
-        state.log_hub = hub
+    """The process's hub, ``state.log_hub``, which log_hub_lifespan sets (and closes)."""
+    hub: LogHub = state.log_hub
     return hub
 
 

@@ -148,7 +148,9 @@ def _sse(item: StreamItem, offset: int) -> ServerSentEventMessage:
         return ServerSentEventMessage(event="truncated", id="0", data=json.dumps({"offset": 0}))
     if isinstance(item, KeepAlive):
         return ServerSentEventMessage(comment="keep-alive")
-    payload = {"state": item.state, "exit_code": item.exit_code, "offset": item.size}
+    payload: dict[str, object] = {"state": item.state, "exit_code": item.exit_code, "offset": item.size}
+    if item.error is not None:
+        payload["error"] = item.error
     return ServerSentEventMessage(event="end", id=str(item.size), data=json.dumps(payload))
 
 

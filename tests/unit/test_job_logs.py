@@ -256,3 +256,24 @@ def test_slow_subscriber_catches_up_on_its_own(tmp_path: Path, monkeypatch: pyte
     items = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert joined(items) == body
     assert not any(isinstance(item, KeepAlive) for item in items)
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_a_log_swapped_for_a_symlink_ends_the_stream_saying_why(tmp_path: Path) -> None:
+    log = tmp_path / "slurm-7.out"
+    log.write_bytes(b"first\n")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours\n")
+
+    async def scenario() -> list[StreamItem]:
+        hub = LogHub()
+        reader = asyncio.create_task(collect(hub, target_in(tmp_path), 0, ["running"]))
+        await asyncio.sleep(0.1)
+        log.unlink()
+        log.symlink_to(secret)
+        return await asyncio.wait_for(reader, 5)
+
+    items = asyncio.run(scenario())
+    assert joined(items) == b"first\n"
+    assert isinstance(items[-1], Ended)
+    assert items[-1].error is not None and "symlink" in items[-1].error

@@ -17,6 +17,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.auth import AuthenticatedPrincipal
@@ -37,12 +38,15 @@ from gateway.job_logs import (
 )
 from gateway.job_service import get_job
 from gateway.job_states import TERMINAL_STATES
-from gateway.log_streams import Ended, KeepAlive, LogText, StreamItem, Truncated, log_hub
+from gateway.log_streams import KEEPALIVE_S, Ended, KeepAlive, LogText, StreamItem, Truncated, log_hub
 from gateway.principal import Principal
 from gateway.routes.jobs import JobId
 from gateway.storage_models import Job, JobAttempt
 
 STEP_HELP = "step name (required for multi-step jobs)"
+
+# How often a stream waiting for its attempt to reach Slurm looks again.
+WAIT_FOR_SLURM_S = 1.0
 
 
 @get("/v1/jobs/{job_id:str}/logs", tags=["jobs"], summary="A byte range or the tail of a job's log")
@@ -123,10 +127,17 @@ async def _events(
     if restart:
         # Last-Event-ID beyond the file: it was truncated or replaced since the client's last event.
         yield _sse(Truncated(), 0)
+    idle_s = 0.0
     while target.file_name is None and target.state not in TERMINAL_STATES:
-        # Not in Slurm yet: look again once per second until the attempt has its Slurm id.
-        await asyncio.sleep(1.0)
-        target = await asyncio.to_thread(relocate)
+        # Not in Slurm yet (staging, queued in the gateway): a cheap look once per second, the
+        # full lookup only once the attempt has its Slurm id; keep-alives meanwhile.
+        await asyncio.sleep(WAIT_FOR_SLURM_S)
+        idle_s += WAIT_FOR_SLURM_S
+        if idle_s >= KEEPALIVE_S:
+            idle_s = 0.0
+            yield _sse(KeepAlive(), start)
+        if await asyncio.to_thread(_reached_slurm_or_ended, session_factory, target):
+            target = await asyncio.to_thread(relocate)
     if target.file_name is None:
         yield _sse(Ended(0, target.state, target.exit_code, 0), 0)
         return
@@ -170,6 +181,13 @@ def _locate_now(
     """The log file now (NotFound for a job the caller may not see, as GET /v1/jobs/{id})."""
     with session_factory() as session:
         return locate_log(get_job(session, principal, job_id), job_root=job_root, **params)
+
+
+def _reached_slurm_or_ended(session_factory: sessionmaker[Session], target: LogTarget) -> bool:
+    """Whether the job row now has a Slurm id or has ended (one indexed two-column read)."""
+    with session_factory() as session:
+        row = session.execute(select(Job.slurm_job_id, Job.state).where(Job.id == target.row_id)).first()
+    return row is None or row.slurm_job_id is not None or row.state in TERMINAL_STATES
 
 
 def _attempt_state(session_factory: sessionmaker[Session], target: LogTarget) -> tuple[str, int | None]:

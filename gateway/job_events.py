@@ -245,6 +245,10 @@ class EventFeed:
         then live ones, in id order without gap or duplicate. With ``keepalive_s``, yields None
         after that long without an event. Ends when the feed stops or the subscriber lags."""
         loop = asyncio.get_running_loop()
+        if self._horizon is None:
+            # The reader has not found the table's end yet (database down at start-up): find it
+            # here, or a resuming subscriber would get neither backlog nor the events before it.
+            await asyncio.to_thread(self._find_end)
         with self._lock:
             registered_at = self._horizon or 0
             subscription = Subscription(event_filter, loop, max(after_id or 0, registered_at))
@@ -269,6 +273,12 @@ class EventFeed:
         finally:
             with self._lock:
                 self._subscriptions.discard(subscription)
+
+    def newest_id(self) -> int:
+        """The id of the newest stored event (0: none), read from the database: another process
+        may have handed a client an id this one has not read yet."""
+        with self._session_factory() as session:
+            return session.scalar(select(func.max(JobEvent.id))) or 0
 
     def _find_end(self) -> None:
         with self._session_factory() as session:

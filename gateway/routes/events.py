@@ -27,7 +27,6 @@ from gateway.job_service import get_job
 
 KEEPALIVE_S = 15.0
 EVENT_TYPE = "job"
-JOB_FILTER_HELP = "only this job and its steps"
 
 
 @get("/v1/events", tags=["events"], summary="The caller's job events, live (Server-Sent Events)")
@@ -42,9 +41,16 @@ async def stream_events(
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     """Admins see every job's events, tenant admins their tenant's, users their own jobs'."""
-    after_id = _event_id("Last-Event-ID", last_event_id) if last_event_id is not None else None
-    if after_id is None and after is not None:
-        after_id = _event_id("after", after)
+    field, raw = ("Last-Event-ID", last_event_id) if last_event_id is not None else ("after", after)
+    after_id = _event_id(field, raw) if raw is not None else None
+    feed: EventFeed = state.event_feed
+    if after_id is not None:
+        newest = await asyncio.to_thread(feed.newest_id)
+        if after_id > newest:
+            # A stale or mistyped id would otherwise filter out every event from now on.
+            raise InvalidField(
+                field, f"there is no event {after_id} (the newest is {newest}); resume from an id received"
+            )
     if job_id is not None:
         session_factory: sessionmaker[Session] = state.session_factory
 
@@ -53,7 +59,6 @@ async def stream_events(
                 get_job(session, principal, job_id)
 
         await asyncio.to_thread(check_visible)
-    feed: EventFeed = state.event_feed
     events = feed.subscribe(EventFilter(principal, job_id), after_id, keepalive_s=KEEPALIVE_S)
     return ServerSentEvent(_messages(events))
 

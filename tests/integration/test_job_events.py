@@ -159,6 +159,10 @@ def test_the_event_stream_shows_every_state_change_of_a_retried_job_and_resumes_
         assert response.status_code == 404
         response = client.get("/v1/events", params={"after": "-1"}, headers=bearer_headers(alice))
         assert response.status_code == 422
+        # An id no event has yet (stale, mistyped) would silence the stream: refused, naming it.
+        future = client.get("/v1/events", headers={**bearer_headers(alice), "Last-Event-ID": str(10**12)})
+        assert future.status_code == 422
+        assert future.json()["errors"][0]["field"] == "Last-Event-ID"
 
 
 @POSTGRES_ONLY

@@ -72,3 +72,8 @@ class RangeNotSatisfiable(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(f"the requested range is outside the file's {size} bytes")
         self.size = size
+
+
+class IncompleteBody(Exception):
+    """The request body ended early (short of its Content-Length, or the client hung up); nothing
+    was stored."""

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.config import StorageConfig
 from gateway.domain_errors import (
     Conflict,
+    IncompleteBody,
     InvalidField,
     NotFound,
     PreconditionFailed,
@@ -51,10 +52,6 @@ READ_CHUNK_BYTES = 1024 * 1024
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 ANY_ETAG = "*"
-
-
-class IncompleteBody(Exception):
-    """The request body ended before the bytes its Content-Length announced (nothing stored)."""
 
 
 @dataclass(frozen=True, slots=True)

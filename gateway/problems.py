@@ -17,6 +17,7 @@ from gateway.api_schemas import FailedCheck, FieldError, ProblemDetails
 from gateway.domain_errors import (
     AuthenticationFailed,
     Conflict,
+    IncompleteBody,
     InvalidField,
     JobStateConflict,
     NotFound,
@@ -65,6 +66,7 @@ def problem_exception_handlers() -> ExceptionHandlersMap:
         SizeLimitExceeded: handle_size_limit_exceeded,
         PreconditionFailed: handle_precondition_failed,
         RangeNotSatisfiable: handle_range_not_satisfiable,
+        IncompleteBody: handle_incomplete_body,
         InvalidObjectPath: handle_invalid_object_path,
         DigestMismatch: handle_digest_mismatch,
         StorageUnavailable: handle_storage_unavailable,
@@ -268,6 +270,11 @@ def handle_precondition_failed(
 ) -> Response[ProblemDetails]:
     """If-Match / If-None-Match did not hold: 412."""
     return _simple_problem(request, HTTPStatus.PRECONDITION_FAILED, "precondition-failed", str(exc))
+
+
+def handle_incomplete_body(request: Request[Any, Any, Any], exc: IncompleteBody) -> Response[ProblemDetails]:
+    """The body ended early: 400 (the client's connection or Content-Length, never ours)."""
+    return _simple_problem(request, HTTPStatus.BAD_REQUEST, "incomplete-body", str(exc))
 
 
 def handle_range_not_satisfiable(

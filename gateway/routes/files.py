@@ -17,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -26,7 +25,6 @@ from urllib.parse import quote, unquote
 import msgspec
 from litestar import Request, Response, delete, get, head, put
 from litestar.datastructures import State
-from litestar.exceptions import ClientException, InternalServerException
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -37,10 +35,10 @@ from gateway.file_service import (
     ANY_ETAG,
     DEFAULT_LIST_LIMIT,
     FileService,
-    IncompleteBody,
     WriteRequest,
 )
 from gateway.principal import Principal
+from gateway.request_bodies import request_body_chunks
 from gateway.storage_models import StoredFile
 from gateway.timestamps import as_utc, ensure_utc
 from staging.object_paths import normalize_object_path, normalize_prefix
@@ -127,10 +125,7 @@ async def put_file(
         if_match=_if_match(if_match),
         if_none_match=_if_none_match(if_none_match),
     )
-    try:
-        written = await file_service(state).write(write, _request_body(request))
-    except IncompleteBody as exc:
-        raise ClientException(detail=str(exc)) from exc
+    written = await file_service(state).write(write, request_body_chunks(request))
     return Response(
         file_view(written.file),
         status_code=HTTP_201_CREATED if written.created else HTTP_200_OK,
@@ -340,18 +335,6 @@ def _if_none_match(value: str | None) -> bool:
     if value.strip() != ANY_ETAG:
         raise InvalidField("If-None-Match", "only `*` (create, never replace) is supported on uploads")
     return True
-
-
-async def _request_body(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            if chunk:
-                yield chunk
-    except InternalServerException as exc:
-        # Litestar reports a client that hung up mid-body as a server error; it is not one.
-        raise IncompleteBody(
-            "the client disconnected before sending the whole body; nothing was stored"
-        ) from exc
 
 
 def _file_headers(stored: StoredFile) -> dict[str, str]:

@@ -20,6 +20,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from gateway.auth import AuthenticatedPrincipal
+from gateway.request_bodies import request_body_chunks
 from gateway.storage_models import StoredFile
 from gateway.timestamps import as_utc, ensure_utc
 from gateway.upload_service import OPEN, UploadRequest, UploadService, UploadSnapshot
@@ -163,7 +164,7 @@ async def upload_part(
         expires=expires,
         signature=signature,
         content_length=request.content_length,
-        body=request.stream(),
+        body=request_body_chunks(request),
     )
     return UploadPartView(number=part.number, offset=part.offset, size=part.size, stored=True, url=None)
 

@@ -24,3 +24,15 @@ def require_tenant_role(principal: Principal, tenant_id: str, *roles: Role) -> N
     if principal.tenant_id != tenant_id:
         raise NotFound(f"tenant {tenant_id!r} not found")
     require_role(principal, *roles)
+
+
+def files_tenant(principal: Principal) -> str:
+    """The tenant whose files the caller works on: the token's, for a user or tenant-admin.
+
+    Files belong to a tenant: a token without one (admin, finance) or without those roles is
+    refused with PermissionDenied.
+    """
+    if principal.tenant_id is None:
+        raise PermissionDenied("files belong to a tenant; use a token issued for one")
+    require_role(principal, "user", "tenant-admin")
+    return principal.tenant_id

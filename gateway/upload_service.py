@@ -31,9 +31,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.authorization import require_role
+from gateway.authorization import files_tenant
 from gateway.config import StorageConfig
-from gateway.domain_errors import Conflict, InvalidField, NotFound, PermissionDenied
+from gateway.domain_errors import Conflict, InvalidField, NotFound
 from gateway.principal import Principal
 from gateway.storage_models import MultipartUpload, StoredFile
 from gateway.storage_quota import release_reservation, release_reservation_now, reserve_storage
@@ -136,7 +136,7 @@ class UploadService:
         Raises InvalidObjectPath, SizeLimitExceeded (over storage.max_file_bytes), InvalidField
         (sha256, part_bytes), QuotaExceeded (before anything is created), StorageUnavailable.
         """
-        tenant_id = _writing_tenant(principal)
+        tenant_id = files_tenant(principal)
         path = normalize_object_path(request.path)
         if request.size > self._storage.max_file_bytes:
             raise SizeLimitExceeded(self._storage.max_file_bytes)
@@ -194,7 +194,7 @@ class UploadService:
     def status(self, principal: Principal, upload_id: str, *, gateway_url: str) -> UploadSnapshot:
         """The upload with the parts stored so far and fresh URLs for the others (how an
         interrupted upload resumes). NotFound for another tenant's upload."""
-        upload = self._find(_writing_tenant(principal), upload_id)
+        upload = self._find(files_tenant(principal), upload_id)
         state = self._state(upload)
         if state != OPEN:
             return self._closed_snapshot(upload, state)
@@ -257,7 +257,7 @@ class UploadService:
         Raises Conflict (parts missing, named in the message; or the upload was aborted),
         DigestMismatch (the upload is aborted, its quota released), NotFound, StorageUnavailable.
         """
-        tenant_id = _writing_tenant(principal)
+        tenant_id = files_tenant(principal)
         upload = self._find(tenant_id, upload_id)
         state = self._state(upload)
         if state == EXPIRED:
@@ -309,7 +309,7 @@ class UploadService:
     def abort(self, principal: Principal, upload_id: str) -> None:
         """Abort the upload: release its quota and delete its parts (idempotent; run again
         after a StorageUnavailable to finish the cleanup). Conflict once it completed."""
-        tenant_id = _writing_tenant(principal)
+        tenant_id = files_tenant(principal)
         upload = self._find(tenant_id, upload_id)
         if upload.state == OPEN and not _mark_aborted(self._session_factory, upload, self._clock()):
             upload = self._find(tenant_id, upload_id)
@@ -487,13 +487,6 @@ def _transition(session: Session, upload_id: str, state: str, now: datetime) -> 
         .values(state=state, completed_at=now)
     ).rowcount
     return bool(moved)
-
-
-def _writing_tenant(principal: Principal) -> str:
-    if principal.tenant_id is None:
-        raise PermissionDenied("uploading files needs a token issued for a tenant")
-    require_role(principal, "user", "tenant-admin")
-    return principal.tenant_id
 
 
 def _checked_sha256(raw: str | None) -> str | None:

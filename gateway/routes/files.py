@@ -30,14 +30,14 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from gateway.auth import AuthenticatedPrincipal
-from gateway.domain_errors import InvalidField, PermissionDenied, RangeNotSatisfiable
+from gateway.authorization import files_tenant
+from gateway.domain_errors import InvalidField, RangeNotSatisfiable
 from gateway.file_service import (
     ANY_ETAG,
     DEFAULT_LIST_LIMIT,
     FileService,
     WriteRequest,
 )
-from gateway.principal import Principal
 from gateway.request_bodies import request_body_chunks
 from gateway.storage_models import StoredFile
 from gateway.timestamps import as_utc, ensure_utc
@@ -117,7 +117,7 @@ async def put_file(
     figures); a body over storage.max_file_bytes or its Content-Length is 413, a wrong digest
     422; on any failure nothing is stored."""
     write = WriteRequest(
-        tenant_id=_tenant_of(principal),
+        tenant_id=files_tenant(principal),
         path=request_object_path(request),
         created_by=principal.user,
         declared_bytes=_content_length(request),
@@ -141,7 +141,7 @@ async def get_file(
     byte_range: Annotated[str | None, HeaderParameter(name="Range")] = None,
 ) -> Response[Any]:
     """The file's bytes: 200, or 206 for a satisfiable Range, 416 for one outside the file."""
-    tenant_id = _tenant_of(principal)
+    tenant_id = files_tenant(principal)
     path = request_object_path(request)
     reading = await file_service(state).open_read(
         tenant_id, path, lambda size: parse_byte_range(byte_range, size)
@@ -160,7 +160,7 @@ async def head_file(
     request: Request[Any, Any, Any], state: State, principal: AuthenticatedPrincipal
 ) -> Response[None]:
     """The headers GET would answer with (Content-Length, ETag, Repr-Digest, Accept-Ranges)."""
-    tenant_id = _tenant_of(principal)
+    tenant_id = files_tenant(principal)
     path = request_object_path(request)
     found = await asyncio.to_thread(file_service(state).find, tenant_id, path)
     headers = {**_file_headers(found), "Content-Length": str(found.size), "Content-Type": OCTET_STREAM}
@@ -176,7 +176,7 @@ async def list_files(
     cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
 ) -> FileList:
     """Files under ``prefix`` (e.g. ``datasets/``); follow ``next_cursor`` for more."""
-    tenant_id = _tenant_of(principal)
+    tenant_id = files_tenant(principal)
     try:
         normalized = normalize_prefix(prefix)
     except InvalidObjectPath as exc:
@@ -197,7 +197,7 @@ async def delete_file(
     if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
 ) -> None:
     """204 once the file is gone and its bytes are given back to the quota; 412 if If-Match fails."""
-    tenant_id = _tenant_of(principal)
+    tenant_id = files_tenant(principal)
     path = request_object_path(request)
     await asyncio.to_thread(file_service(state).delete, tenant_id, path, if_match=_if_match(if_match))
 
@@ -205,7 +205,7 @@ async def delete_file(
 @get("/v1/storage", tags=["files"], summary="The tenant's storage usage and quota")
 async def storage_usage(state: State, principal: AuthenticatedPrincipal) -> StorageUsageView:
     """Bytes used by files, held by uploads in progress, the quota and the number of files."""
-    usage = await asyncio.to_thread(file_service(state).usage, _tenant_of(principal))
+    usage = await asyncio.to_thread(file_service(state).usage, files_tenant(principal))
     return StorageUsageView(
         used_bytes=usage.used_bytes,
         reserved_bytes=usage.reserved_bytes,
@@ -288,12 +288,6 @@ def parse_repr_digest(header: str) -> str | None:
 def repr_digest(sha256_hex: str) -> str:
     """The ``Repr-Digest`` field value of a sha256 given in hex."""
     return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"
-
-
-def _tenant_of(principal: Principal) -> str:
-    if principal.tenant_id is None:
-        raise PermissionDenied("files belong to a tenant; use a token issued for one")
-    return principal.tenant_id
 
 
 def _content_length(request: Request[Any, Any, Any]) -> int | None:

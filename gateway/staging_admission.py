@@ -8,22 +8,20 @@ replaced in between is staged as it is then, and checked against ``sha256`` if t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from staging.stage_in import InvalidStagePath, validate_input_path
-from staging.stage_out import validate_output_pattern
 
 from gateway.domain_errors import InvalidField
 from gateway.job_schemas import RunSpec
 from gateway.storage_models import StoredFile, Tenant
-from staging.object_paths import normalize_object_path
+from staging.object_paths import normalize_object_path, relative_path_problem
+from staging.stage_in import InvalidStagePath, validate_input_path
+from staging.stage_out import validate_output_pattern
 from staging.storage_errors import InvalidObjectPath
 
 S3_SCHEME = "s3://"
-_UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f\\]|(^|/)\.\.?(/|$)")
 
 
 def check_staging(
@@ -88,9 +86,10 @@ def _check_s3_source(tenant: Tenant, field: str, url: str, s3_sources_allowed: b
             field,
             "this gateway stores files locally and cannot read s3:// URLs; upload the file to /v1/files",
         )
-    bucket_and_key = url.removeprefix(S3_SCHEME)
-    if _UNSAFE_URL.search(bucket_and_key) or "/" not in bucket_and_key.strip("/"):
-        raise InvalidField(field, "expected s3://bucket/key without `.`/`..` segments or control characters")
+    bucket, _, key = url.removeprefix(S3_SCHEME).partition("/")
+    problem = relative_path_problem(key, what="object key", base="the bucket") if bucket else "no bucket"
+    if problem is not None:
+        raise InvalidField(field, f"expected s3://bucket/key: {problem}")
     if not any(url.startswith(prefix) for prefix in tenant.s3_input_prefixes):
         allowed = ", ".join(tenant.s3_input_prefixes) or "none; an admin can add your buckets"
         raise InvalidField(field, f"{url} is outside your tenant's S3 prefixes ({allowed})")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from gateway.domain_errors import Conflict, InvalidField
 from gateway.job_admission import job_working_dir
 from gateway.job_states import WORKFLOW
+from gateway.query_params import parse_int
 from gateway.storage_models import Job
 from slurm.array_summary import array_task_ids
 from slurm.job_layout import batch_log_name
@@ -60,18 +60,6 @@ class LogRange:
     next_offset: int
     size: int
     exists: bool
-
-
-def parse_int(field: str, text: str | None, *, default: int, low: int, high: int) -> int:
-    """``text`` as an integer in ``low..high`` (``default`` when absent); InvalidField otherwise."""
-    if text is None:
-        return default
-    if not re.fullmatch(r"-?\d{1,19}", text.strip()):
-        raise InvalidField(field, f"{field} must be an integer between {low} and {high}")
-    value = int(text)
-    if not low <= value <= high:
-        raise InvalidField(field, f"{field} must be between {low} and {high}, not {value}")
-    return value
 
 
 def locate_log(

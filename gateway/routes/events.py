@@ -24,9 +24,11 @@ from gateway.auth import AuthenticatedPrincipal
 from gateway.domain_errors import InvalidField
 from gateway.job_events import EventFeed, EventFilter, EventRecord
 from gateway.job_service import get_job
+from gateway.query_params import parse_int
 
 KEEPALIVE_S = 15.0
 EVENT_TYPE = "job"
+MAX_EVENT_ID = 10**18
 
 
 @get("/v1/events", tags=["events"], summary="The caller's job events, live (Server-Sent Events)")
@@ -42,7 +44,7 @@ async def stream_events(
 ) -> ServerSentEvent:
     """Admins see every job's events, tenant admins their tenant's, users their own jobs'."""
     field, raw = ("Last-Event-ID", last_event_id) if last_event_id is not None else ("after", after)
-    after_id = _event_id(field, raw) if raw is not None else None
+    after_id = parse_int(field, raw, default=0, low=0, high=MAX_EVENT_ID) if raw is not None else None
     feed: EventFeed = state.event_feed
     if after_id is not None:
         newest = await asyncio.to_thread(feed.newest_id)
@@ -88,9 +90,3 @@ def event_json(event: EventRecord) -> str:
         "created_at": None if event.created_at is None else event.created_at.isoformat(),
     }
     return msgspec.json.encode(body).decode()
-
-
-def _event_id(field: str, value: str) -> int:
-    if not value.isascii() or not value.isdigit() or len(value) > 18:
-        raise InvalidField(field, "an event id is a non-negative integer")
-    return int(value)

@@ -31,7 +31,6 @@ from gateway.job_logs import (
     LogTarget,
     chunk_payload,
     locate_log,
-    parse_int,
     read_from,
     read_range,
     read_tail,
@@ -40,6 +39,7 @@ from gateway.job_service import get_job
 from gateway.job_states import TERMINAL_STATES
 from gateway.log_streams import KEEPALIVE_S, Ended, KeepAlive, LogText, StreamItem, Truncated, log_hub
 from gateway.principal import Principal
+from gateway.query_params import parse_int
 from gateway.routes.jobs import JobId
 from gateway.storage_models import Job, JobAttempt
 

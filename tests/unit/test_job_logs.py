@@ -16,13 +16,13 @@ from gateway.job_logs import (
     LogFileRefused,
     LogTarget,
     chunk_payload,
-    parse_int,
     read_range,
     read_tail,
     split_chunks,
     utf8_cut,
 )
 from gateway.log_streams import Ended, KeepAlive, LogHub, LogText, StreamItem, Truncated
+from gateway.query_params import parse_int
 
 
 def target_in(directory: Path, name: str | None = "slurm-7.out", state: str = "running") -> LogTarget:

@@ -173,8 +173,11 @@ class FileFeed:
     def close(self) -> None:
         """End every subscriber's stream (the hub shuts down)."""
         for subscriber in list(self.subscribers):
-            with suppress(asyncio.QueueFull):
-                subscriber.queue.put_nowait(None)
+            # A full queue must not swallow the end marker: the stream is ending anyway, so the
+            # chunks still queued are dropped (the client resumes from its last event id).
+            while not subscriber.queue.empty():
+                subscriber.queue.get_nowait()
+            subscriber.queue.put_nowait(None)
 
     def _deliver(self, item: Chunk | Ended | None) -> None:
         for subscriber in list(self.subscribers):

@@ -43,7 +43,12 @@ from gateway.query_params import parse_int
 from gateway.routes.jobs import JobId
 from gateway.storage_models import Job, JobAttempt
 
-STEP_HELP = "step name (required for multi-step jobs)"
+# Which log, and from where: the same parameters for a read and for the live stream.
+StreamParam = Annotated[str | None, QueryParameter(description="stdout (default) or stderr")]
+StepParam = Annotated[str | None, QueryParameter(description="step name (required for multi-step jobs)")]
+AttemptParam = Annotated[str | None, QueryParameter(description="attempt number (default: current)")]
+TaskParam = Annotated[str | None, QueryParameter(description="array task (required for arrays)")]
+OffsetParam = Annotated[str | None, QueryParameter(description="first byte (default 0)")]
 
 # How often a stream waiting for its attempt to reach Slurm looks again.
 WAIT_FOR_SLURM_S = 1.0
@@ -55,11 +60,11 @@ async def read_job_log(
     state: State,
     principal: AuthenticatedPrincipal,
     *,
-    stream: Annotated[str | None, QueryParameter(description="stdout (default) or stderr")] = None,
-    step: Annotated[str | None, QueryParameter(description=STEP_HELP)] = None,
-    attempt: Annotated[str | None, QueryParameter(description="attempt number (default: current)")] = None,
-    task: Annotated[str | None, QueryParameter(description="array task (required for arrays)")] = None,
-    offset: Annotated[str | None, QueryParameter(description="first byte (default 0)")] = None,
+    stream: StreamParam = None,
+    step: StepParam = None,
+    attempt: AttemptParam = None,
+    task: TaskParam = None,
+    offset: OffsetParam = None,
     limit: Annotated[str | None, QueryParameter(description="at most this many bytes (1 MiB)")] = None,
     tail: Annotated[str | None, QueryParameter(description="the last N lines instead (1..10000)")] = None,
 ) -> Response[bytes]:
@@ -89,11 +94,11 @@ async def stream_job_log(
     state: State,
     principal: AuthenticatedPrincipal,
     *,
-    stream: Annotated[str | None, QueryParameter(description="stdout (default) or stderr")] = None,
-    step: Annotated[str | None, QueryParameter(description=STEP_HELP)] = None,
-    attempt: Annotated[str | None, QueryParameter(description="attempt number (default: current)")] = None,
-    task: Annotated[str | None, QueryParameter(description="array task (required for arrays)")] = None,
-    offset: Annotated[str | None, QueryParameter(description="first byte (default 0)")] = None,
+    stream: StreamParam = None,
+    step: StepParam = None,
+    attempt: AttemptParam = None,
+    task: TaskParam = None,
+    offset: OffsetParam = None,
 ) -> ServerSentEvent:
     """``log`` events (id: the byte offset after the chunk; data: offset and text, or base64 when
     not UTF-8), ``truncated`` when the file started over, and ``end`` with the final state."""

@@ -1,0 +1,244 @@
+"""Read ``sacct`` for billing: one UsageRecord per job allocation run, with its TRES counts.
+
+The query (``usage_argv``) always passes ``--duplicates`` (without it sacct shows only the last
+run of a requeued job and the newest job of a reused id), ``--allocations`` (steps are not
+billed separately), ``--allusers`` and ``--noconvert``, and never ``--state`` (with a state
+filter sacct selects by a different time window). It runs with ``USAGE_ENV_OVERRIDES`` so
+every time is epoch seconds in UTC. A record's identity is (Cluster, JobIDRaw, Submit): each
+run of a requeued job is a record of its own with the same JobIDRaw and its own Submit, array
+tasks ("123_4") and het-job components ("123+0") have their own JobIDRaw. Only fields without
+free text are read, so ``|`` never appears inside a value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from slurm.array_summary import task_keys
+from slurm.errors import SlurmOutputError
+from slurm.observations import TERMINAL_STATES
+from slurm.slurm_values import base_state, epoch_or_none, text_or_none
+
+USAGE_FIELDS = (
+    "Cluster",
+    "JobIDRaw",
+    "JobID",
+    "State",
+    "Account",
+    "User",
+    "Partition",
+    "QOS",
+    "Submit",
+    "Start",
+    "End",
+    "ElapsedRaw",
+    "TimelimitRaw",
+    "NNodes",
+    "AllocTRES",
+    "ReqTRES",
+)
+USAGE_ENV_OVERRIDES = {"TZ": "UTC", "SLURM_TIME_FORMAT": "%s"}
+
+# A requeued run is over (the job runs again as a new record), so it is billed like an ended job.
+FINAL_STATES = TERMINAL_STATES | {"REQUEUED"}
+# TimelimitRaw (minutes) when the job has no limit of its own.
+_NO_TIME_LIMIT = frozenset({"UNLIMITED", "Partition_Limit"})
+_MEM_UNIT_MB = {"K": Decimal(1) / 1024, "M": Decimal(1), "G": Decimal(1024), "T": Decimal(1024 * 1024)}
+_GPU = "gres/gpu"
+_TYPED_GPU_PREFIX = "gres/gpu:"
+
+
+def usage_argv(start: int, end: int) -> list[str]:
+    """The sacct command listing every job allocation that existed in [start, end] (epoch s).
+
+    Run it with ``env = {**os.environ, **USAGE_ENV_OVERRIDES}``: the window is written in UTC.
+    """
+    return [
+        "sacct",
+        "--duplicates",
+        "--allocations",
+        "--allusers",
+        "--parsable2",
+        "--noheader",
+        "--noconvert",
+        "--starttime",
+        _utc_iso(start),
+        "--endtime",
+        _utc_iso(end),
+        "--format=" + ",".join(USAGE_FIELDS),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TresCounts:
+    """Counts of the billed TRES of one allocation (or request); memory in MB."""
+
+    cpu: int = 0
+    mem_mb: int = 0
+    gpu: int = 0
+    node: int = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_tres(text: str) -> TresCounts:
+    """TresCounts from a TRES string such as ``billing=2,cpu=2,gres/gpu=1,mem=1000M,node=1``.
+
+    GPUs are counted once: the untyped ``gres/gpu`` when present, else the sum of the typed
+    ``gres/gpu:<type>`` entries. Memory in K/M/G/T (no suffix: MB) becomes whole MB, rounded
+    up. Other TRES are ignored; an empty string (never allocated) gives zeros. Raises
+    SlurmOutputError for a malformed string.
+    """
+    counts = {"cpu": 0, "mem": 0, "node": 0}
+    untyped_gpu: int | None = None
+    typed_gpu = 0
+    for item in text.split(",") if text else ():
+        name, separator, value = item.partition("=")
+        if not separator or not name or not value:
+            raise SlurmOutputError(f"unrecognised TRES entry {item[:40]!r}")
+        if name == "mem":
+            counts["mem"] = _megabytes(value)
+        elif name in counts:
+            counts[name] = _count(name, value)
+        elif name == _GPU:
+            untyped_gpu = _count(name, value)
+        elif name.startswith(_TYPED_GPU_PREFIX):
+            typed_gpu += _count(name, value)
+    return TresCounts(
+        cpu=counts["cpu"],
+        mem_mb=counts["mem"],
+        gpu=typed_gpu if untyped_gpu is None else untyped_gpu,
+        node=counts["node"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One run of one job allocation (or array task, or het-job component) as slurmdbd holds it."""
+
+    cluster: str
+    # The unique numeric id; "11" for array task "10_0" and for het component "10+1".
+    job_id_raw: str
+    # The id as users see it: "123", "123_4", "123+0", or "123_[5-9%2]" for pending tasks.
+    job_id: str
+    # Slurm's base state word ("CANCELLED by 0" becomes CANCELLED).
+    state: str
+    account: str
+    user: str
+    # Several names ("gpu,cpu") while a job submitted to several partitions pends.
+    partition: str
+    qos: str | None
+    submit_time: int
+    # None: not started / not ended. A job cancelled while pending can carry Start = End
+    # (seen on 22.05); without an allocation (empty AllocTRES) it never started.
+    start_time: int | None
+    end_time: int | None
+    elapsed_s: int
+    # None: no limit of its own (UNLIMITED, Partition_Limit).
+    time_limit_s: int | None
+    node_count: int
+    # Zeros when never allocated.
+    alloc: TresCounts
+    requested: TresCounts
+    # 1, or one per task of a pending array remainder ("123_[5-9%2]" stands for 5 tasks).
+    tasks: int
+
+    @property
+    def identity(self) -> tuple[str, str, int]:
+        """What tells runs apart: (cluster, job_id_raw, submit_time)."""
+        return (self.cluster, self.job_id_raw, self.submit_time)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether this run is over and the record can no longer change (REQUEUED included)."""
+        return self.state in FINAL_STATES
+
+
+def iter_usage_records(lines: Iterable[str]) -> Iterator[UsageRecord]:
+    """UsageRecords from sacct output lines (``usage_argv``'s format), one at a time.
+
+    Blank lines are skipped; a line without exactly ``len(USAGE_FIELDS)`` fields, or with a
+    value that cannot be read, raises SlurmOutputError.
+    """
+    for line in lines:
+        stripped = line.rstrip("\r\n")
+        if stripped.strip():
+            yield _usage_record(stripped)
+
+
+def parse_usage_records(text: str) -> list[UsageRecord]:
+    """Every UsageRecord in the output of ``usage_argv``'s command."""
+    return list(iter_usage_records(text.splitlines()))
+
+
+def _usage_record(line: str) -> UsageRecord:
+    values = line.split("|")
+    if len(values) != len(USAGE_FIELDS):
+        raise SlurmOutputError(f"expected {len(USAGE_FIELDS)} sacct fields, got {len(values)}")
+    (
+        cluster,
+        job_id_raw,
+        job_id,
+        state,
+        account,
+        user,
+        partition,
+        qos,
+        submit,
+        start,
+        end,
+        elapsed,
+        time_limit,
+        node_count,
+        alloc_tres,
+        req_tres,
+    ) = values
+    if not job_id_raw.isdigit() or not job_id:
+        raise SlurmOutputError(f"unrecognised job id {job_id_raw[:20]!r}/{job_id[:40]!r}")
+    submit_time = epoch_or_none(submit)
+    if submit_time is None:
+        raise SlurmOutputError(f"job {job_id_raw} has no submit time")
+    return UsageRecord(
+        cluster=cluster,
+        job_id_raw=job_id_raw,
+        job_id=job_id,
+        state=base_state(state),
+        account=account,
+        user=user,
+        partition=partition,
+        qos=text_or_none(qos),
+        submit_time=submit_time,
+        start_time=epoch_or_none(start) if alloc_tres else None,
+        end_time=epoch_or_none(end),
+        elapsed_s=_count("ElapsedRaw", elapsed),
+        time_limit_s=None if time_limit in _NO_TIME_LIMIT else _count("TimelimitRaw", time_limit) * 60,
+        node_count=_count("NNodes", node_count),
+        alloc=parse_tres(alloc_tres),
+        requested=parse_tres(req_tres),
+        tasks=len(task_keys(job_id)),
+    )
+
+
+def _count(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise SlurmOutputError(f"{name}: expected a whole number, got {value[:30]!r}")
+    return int(value)
+
+
+def _megabytes(value: str) -> int:
+    unit = value[-1].upper()
+    number, factor = (value[:-1], _MEM_UNIT_MB[unit]) if unit in _MEM_UNIT_MB else (value, Decimal(1))
+    try:
+        amount = Decimal(number) * factor
+    except InvalidOperation as exc:
+        raise SlurmOutputError(f"unrecognised memory amount {value[:30]!r}") from exc
+    if not amount.is_finite() or amount < 0:
+        raise SlurmOutputError(f"unrecognised memory amount {value[:30]!r}")
+    return int(amount.to_integral_value(rounding=ROUND_CEILING))
+
+
+def _utc_iso(epoch: int) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import accounting.ledger_models  # noqa: F401  (registers the accounting tables on Base.metadata)
 from gateway.database import create_database_engine
 from gateway.storage_models import Base
 

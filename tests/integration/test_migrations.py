@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from litestar.testing import TestClient
 
+import accounting.ledger_models  # noqa: F401  (Base.metadata must hold the accounting tables)
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.config import ENV_DATABASE_URL, ENV_STATE_DIR, load_config
@@ -28,6 +29,12 @@ GATEWAY_TABLES = {
     "multipart_uploads",
     "job_staging",
     "job_events",
+    "usage_records",
+    "ledger_entries",
+    "rate_cards",
+    "tenant_budgets",
+    "accounting_cursors",
+    "leader_leases",
 }
 
 
@@ -218,3 +225,28 @@ def test_downgrade_drops_the_events_table_and_triggers(engine: sa.Engine) -> Non
         session.commit()
     migrate_to_head(engine)
     assert current_revision(engine) == head_revision()
+
+
+ACCOUNTING_TABLES = {
+    "usage_records",
+    "ledger_entries",
+    "rate_cards",
+    "tenant_budgets",
+    "accounting_cursors",
+    "leader_leases",
+}
+
+
+def test_downgrade_drops_the_accounting_tables_and_keeps_job_events(engine: sa.Engine) -> None:
+    migrate_to_head(engine)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+    assert table_names(engine) == GATEWAY_TABLES - ACCOUNTING_TABLES
+    with sa.orm.Session(engine) as session:
+        add_tenant_and_job(session)
+    # 0006 leaves the jobs table alone: its event triggers still fire.
+    assert [kind for _, kind, *_ in events(engine)] == ["accepted"]
+    migrate_to_head(engine)
+    assert table_names(engine) == GATEWAY_TABLES

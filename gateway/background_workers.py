@@ -1,6 +1,7 @@
 """Start and stop the background loops with the app (a Litestar lifespan): the submitter, the
-reconciler, the stager (stage-in and stage-out) and the storage janitor (expired uploads and
-quota reservations).
+reconciler, the stager (stage-in and stage-out), the storage janitor (expired uploads and
+quota reservations) and, with ``accounting.enabled``, the accounting reconciler (sacct into the
+cost ledger, then the Slurm budget backstop; one process at a time, under a leader lease).
 
 Each loop is a daemon thread: the Slurm drivers are blocking subprocess calls, and a thread per
 loop keeps them off the event loop without tying up the request thread pool. The lifespan also
@@ -19,13 +20,20 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 from litestar import Litestar
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from accounting.budget_backstop import sync_budget_backstop
+from accounting.leader_lease import ACCOUNTING_LEASE, release_lease, try_acquire_lease
+from accounting.usage_reconciler import reconcile_usage
 from gateway.config import ConfigError, GatewayConfig
 from gateway.job_reconciler import JobReconciler
 from gateway.job_stager import JobStager, StagerSettings
@@ -35,6 +43,7 @@ from gateway.partition_capacity import PartitionCapacityCache
 from gateway.slurm_driver import slurm_driver_from_config
 from gateway.storage_sweeper import sweep_storage
 from gateway.upload_service import expire_uploads
+from slurm.command_runner import SubprocessCommandRunner
 from slurm.driver import SlurmDriver
 from slurm.errors import SlurmUnavailable
 from staging.object_store import ObjectStore
@@ -46,6 +55,8 @@ ENV_TEST_PAUSE_AFTER_SUBMIT = "SLURM_GATEWAY_TEST_PAUSE_AFTER_SUBMIT_S"
 STOP_TIMEOUT_S = 30.0
 # Expired uploads and reservations are found this often (they expire after hours, not seconds).
 JANITOR_INTERVAL_S = 60.0
+# sacct over a busy month (100k records) takes far longer than an sbatch: its own, longer timeout.
+ACCOUNTING_COMMAND_TIMEOUT_S = 300.0
 
 
 class WorkerLoop:
@@ -114,25 +125,31 @@ class JobWorkers:
         reconciler: WorkerLoop,
         stager: WorkerLoop,
         janitor: WorkerLoop,
+        accounting: WorkerLoop | None = None,
         on_stop: Callable[[], None],
     ) -> None:
-        """Wrap the loops (not started yet); ``on_stop`` runs once they all stopped."""
+        """Wrap the loops (not started yet; ``accounting`` None: off); ``on_stop`` runs once they
+        all stopped."""
         self.submitter = submitter
         self.reconciler = reconciler
         self.stager = stager
         self.janitor = janitor
+        self.accounting = accounting
         self._on_stop = on_stop
 
     def start(self) -> None:
         """Start the loops."""
-        for loop in (self.submitter, self.reconciler, self.stager, self.janitor):
+        for loop in self._loops((self.submitter, self.reconciler, self.stager, self.janitor)):
             loop.start()
 
     def stop(self) -> None:
         """Stop the loops, waiting for steps in flight."""
-        for loop in (self.stager, self.janitor, self.submitter, self.reconciler):
+        for loop in self._loops((self.stager, self.janitor, self.submitter, self.reconciler)):
             loop.stop()
         self._on_stop()
+
+    def _loops(self, job_loops: tuple[WorkerLoop, ...]) -> list[WorkerLoop]:
+        return [*job_loops, *([self.accounting] if self.accounting is not None else [])]
 
 
 def background_workers_lifespan(
@@ -237,6 +254,17 @@ def build_job_workers(
             )
         return False
 
+    accounting_loop = _accounting_loop(config, session_factory, worker_id)
+
+    def on_stop() -> None:
+        stager.close()
+        if accounting_loop is not None:
+            # Hand the lease over now rather than when it expires; failing that, it expires.
+            try:
+                release_lease(session_factory, ACCOUNTING_LEASE, worker_id)
+            except SQLAlchemyError as exc:
+                logger.warning("accounting: could not release the leader lease: %s", exc)
+
     return JobWorkers(
         submitter=submitter_loop,
         reconciler=WorkerLoop(
@@ -257,7 +285,53 @@ def build_job_workers(
             interval_s=JANITOR_INTERVAL_S,
             max_backoff_s=settings.max_backoff_s,
         ),
-        on_stop=stager.close,
+        accounting=accounting_loop,
+        on_stop=on_stop,
+    )
+
+
+def _accounting_loop(
+    config: GatewayConfig, session_factory: sessionmaker[Session], worker_id: str
+) -> WorkerLoop | None:
+    """The "accounting-reconciler" loop: under the leader lease, one sacct pass into the ledger,
+    then the budget backstop synced to Slurm. None when accounting is off."""
+    settings = config.accounting
+    if not settings.enabled:
+        return None
+    runner = SubprocessCommandRunner(
+        timeout_s=max(config.slurm.command_timeout_s, ACCOUNTING_COMMAND_TIMEOUT_S),
+        bin_dir=Path(config.slurm.bin_dir) if config.slurm.bin_dir is not None else None,
+    )
+
+    def accounting_step() -> bool:
+        if not try_acquire_lease(
+            session_factory, ACCOUNTING_LEASE, worker_id, ttl_s=settings.lease_s, now=datetime.now(UTC)
+        ):
+            return False
+        now = int(time.time())
+        report = reconcile_usage(
+            session_factory,
+            runner,
+            now=now,
+            lookback_s=settings.lookback_s,
+            initial_window_s=settings.initial_window_s,
+        )
+        commands = sync_budget_backstop(session_factory, runner, now=now)
+        if report.records_changed or report.entries_posted or commands:
+            logger.info(
+                "accounting: %d records changed, %d entries and %d reversals posted, %d Slurm limits changed",
+                report.records_changed,
+                report.entries_posted,
+                report.reversals_posted,
+                len(commands),
+            )
+        return False
+
+    return WorkerLoop(
+        "accounting-reconciler",
+        accounting_step,
+        interval_s=settings.interval_s,
+        max_backoff_s=max(config.workers.max_backoff_s, settings.interval_s),
     )
 
 

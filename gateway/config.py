@@ -145,6 +145,27 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     heartbeat_stale_s: Annotated[int, msgspec.Meta(ge=5, le=7 * 24 * 3600)] = 10
 
 
+class AccountingConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The usage reconciler (sacct into the cost ledger) and the Slurm budget backstop."""
+
+    # Run the reconciler loop in this process (with workers.enabled); one process leads at a time.
+    enabled: bool = True
+    # Seconds between passes.
+    interval_s: PositiveSeconds = 60.0
+    # Each pass re-reads this far before the last reconciled instant, for records that reach
+    # slurmdbd late (e.g. after a slurmdbd outage).
+    lookback_s: Annotated[int, msgspec.Meta(ge=0, le=366 * 24 * 3600)] = 6 * 3600
+    # The first pass (no cursor yet) reads this far back: 35 days, a whole month and some.
+    initial_window_s: Annotated[int, msgspec.Meta(ge=1, le=5 * 366 * 24 * 3600)] = 35 * 24 * 3600
+    # The leader lease's lifetime; the leader renews it every pass, so it must exceed interval_s.
+    lease_s: PositiveSeconds = 120.0
+
+    def __post_init__(self) -> None:
+        if self.lease_s <= self.interval_s:
+            # The leader renews its lease once per pass.
+            raise ValueError("lease_s must be greater than interval_s")
+
+
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The whole gateway configuration."""
 
@@ -155,6 +176,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     slurm: SlurmConfig = msgspec.field(default_factory=SlurmConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     workers: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    accounting: AccountingConfig = msgspec.field(default_factory=AccountingConfig)
 
 
 def load_config(path: Path | None, env: Mapping[str, str]) -> GatewayConfig:

@@ -98,6 +98,9 @@ def running_gateway(
         f"port = {port}",
         "[slurm]",
         f'job_root = "{job_root}"',
+        # A reconcile pass (sacct over weeks) would land in the middle of the timings.
+        "[accounting]",
+        "enabled = false",
     ]
     if database_url:
         lines += ["[database]", f'url = "{database_url}"']

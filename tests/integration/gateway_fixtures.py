@@ -11,7 +11,9 @@ Fixtures:
   gateway_config     GatewayConfig over `database_url` (sqlite and postgres), state dir in tmp_path,
                      job_root a fresh /var/lib/slurm-gateway/test-jobs/<uuid> (shared with every node).
                      Background workers are off unless asked for:
-                     `@pytest.mark.parametrize("gateway_config", [True], indirect=True)`.
+                     `@pytest.mark.parametrize("gateway_config", [True], indirect=True)`;
+                     the accounting loop stays off even then (tests that want it replace
+                     `accounting` with msgspec.structs.replace).
   migrated_database  the config's database URL, migrated to head
   gateway_client     litestar TestClient over create_app(gateway_config), lifespans run, migrated DB
   token_for          token_for(user, tenant, roles, ttl_s=3600) -> bearer token signed with the
@@ -31,6 +33,7 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.config import (
+    AccountingConfig,
     DatabaseConfig,
     GatewayConfig,
     SlurmConfig,
@@ -81,6 +84,8 @@ def gateway_config(
             job_root=str(job_root), default_fabric=load_config(DEV_GATEWAY_CONFIG, {}).slurm.default_fabric
         ),
         workers=WorkerConfig(enabled=workers_enabled),
+        # Off: a pass would read the whole cluster's sacct and change Slurm limits.
+        accounting=AccountingConfig(enabled=False),
     )
     shutil.rmtree(job_root, ignore_errors=True)
 

@@ -48,6 +48,8 @@ class GatewayProcess:
             f'[slurm]\njob_root = "{self.job_root}"\n'
             f"[workers]\nenabled = {'true' if workers else 'false'}\n"
             f"submit_interval_s = 0.2\npoll_interval_s = 0.5\nmax_backoff_s = 2\nsubmit_lease_s = {LEASE_S}\n"
+            # These tests are about jobs; the accounting loop would only add sacct load.
+            "[accounting]\nenabled = false\n"
         )
 
     def cli(self, *args: str) -> str:

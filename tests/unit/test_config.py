@@ -7,6 +7,7 @@ from gateway.config import (
     ENV_PORT,
     ENV_STATE_DIR,
     ENV_STORAGE_URL,
+    AccountingConfig,
     ConfigError,
     GatewayConfig,
     load_config,
@@ -140,3 +141,39 @@ def test_non_integer_port_env_names_the_variable() -> None:
 def test_config_is_immutable(gateway_config: GatewayConfig) -> None:
     with pytest.raises(AttributeError):
         gateway_config.state_dir = "/elsewhere"  # type: ignore[misc]
+
+
+def test_accounting_defaults() -> None:
+    accounting = load_config(None, {}).accounting
+    assert accounting == AccountingConfig(
+        enabled=True, interval_s=60.0, lookback_s=21600, initial_window_s=3024000, lease_s=120.0
+    )
+
+
+def test_accounting_settings_are_loaded(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        "[accounting]\nenabled = false\ninterval_s = 30\nlookback_s = 3600\ninitial_window_s = 86400\n"
+        "lease_s = 90\n",
+    )
+    accounting = load_config(path, {}).accounting
+    assert accounting == AccountingConfig(
+        enabled=False, interval_s=30.0, lookback_s=3600, initial_window_s=86400, lease_s=90.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("lookback = 60", r"lookback.*\$\.accounting"),
+        ("interval_s = 0", r"\$\.accounting\.interval_s"),
+        ("lookback_s = -1", r"\$\.accounting\.lookback_s"),
+        ("lookback_s = 1.5", r"\$\.accounting\.lookback_s"),
+        ("initial_window_s = 0", r"\$\.accounting\.initial_window_s"),
+        ("lease_s = 60", r"lease_s must be greater than interval_s.*\$\.accounting"),
+    ],
+)
+def test_bad_accounting_settings_are_named(tmp_path: Path, text: str, where: str) -> None:
+    path = write_toml(tmp_path, f"[accounting]\n{text}\n")
+    with pytest.raises(ConfigError, match=where):
+        load_config(path, {})

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from gateway.accounting_schemas import BudgetFigures, ProjectedUseView, UseTermView
+
 
 class HealthStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Liveness: the process is up and serving requests."""
@@ -63,6 +65,14 @@ class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     # Digest refusals (422): what the client said the bytes hash to, and what they hash to.
     expected_sha256: str | None = None
     actual_sha256: str | None = None
+    # Budget refusals (402): the period, the budget, each term of the projected use, their sum,
+    # the fraction of the budget that refuses, and which budget kinds it reaches.
+    period: str | None = None
+    budget: BudgetFigures | None = None
+    terms: list[UseTermView] | None = None
+    projected: ProjectedUseView | None = None
+    refusal_threshold: str | None = None
+    exceeded: list[str] | None = None
 
 
 # --- tenants -------------------------------------------------------------------

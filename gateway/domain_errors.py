@@ -5,6 +5,11 @@ Messages are written for the API caller: short, safe to show, and saying how to 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.accounting_schemas import BudgetExceededDetails
+
 
 class AuthenticationFailed(Exception):
     """No usable bearer token: missing, malformed, expired, badly signed or for someone else.
@@ -77,3 +82,12 @@ class RangeNotSatisfiable(Exception):
 class IncompleteBody(Exception):
     """The request body ended early (short of its Content-Length, or the client hung up); nothing
     was stored."""
+
+
+class BudgetExceeded(Exception):
+    """Admitting the job would take the tenant's projected use to the refusal threshold of its
+    budget; ``details`` (every term, the budget, the threshold) goes into the 402 problem."""
+
+    def __init__(self, message: str, details: BudgetExceededDetails) -> None:
+        super().__init__(message)
+        self.details = details

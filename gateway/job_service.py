@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from gateway.authorization import require_role
+from gateway.budget_admission import check_budget
 from gateway.domain_errors import Conflict, InvalidField, JobStateConflict, NotFound, PermissionDenied
 from gateway.job_admission import TenantPolicy, admit_job, job_working_dir
 from gateway.job_attempts import archived_attempt, next_attempt_values
@@ -143,6 +144,7 @@ def accept_job(
         runs = [("", admitted)]
     check_staging(session, tenant, runs, s3_sources_allowed=s3_sources_allowed)
     now = clock()
+    check_budget(session, tenant, [run for _, run in runs], now=int(now.timestamp()))
     job = Job(
         id=job_id,
         tenant_id=tenant.id,

@@ -13,9 +13,11 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from accounting.rate_cards import RateCardError
 from gateway.api_schemas import FailedCheck, FieldError, ProblemDetails
 from gateway.domain_errors import (
     AuthenticationFailed,
+    BudgetExceeded,
     Conflict,
     IncompleteBody,
     InvalidField,
@@ -63,6 +65,8 @@ def problem_exception_handlers() -> ExceptionHandlersMap:
         SlurmUnavailable: handle_slurm_unavailable,
         SlurmError: handle_slurm_error,
         QuotaExceeded: handle_quota_exceeded,
+        BudgetExceeded: handle_budget_exceeded,
+        RateCardError: handle_invalid_field,
         SizeLimitExceeded: handle_size_limit_exceeded,
         PreconditionFailed: handle_precondition_failed,
         RangeNotSatisfiable: handle_range_not_satisfiable,
@@ -183,7 +187,7 @@ def handle_conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[
 
 
 def handle_invalid_field(
-    request: Request[Any, Any, Any], exc: InvalidField | JobSpecError
+    request: Request[Any, Any, Any], exc: InvalidField | JobSpecError | RateCardError
 ) -> Response[ProblemDetails]:
     """A field's value cannot be accepted: 422 naming the field and how to fix it."""
     problem = ProblemDetails(
@@ -246,6 +250,26 @@ def handle_quota_exceeded(request: Request[Any, Any, Any], exc: QuotaExceeded) -
         reserved_bytes=exc.reserved,
         limit_bytes=exc.limit,
         requested_bytes=exc.requested,
+    )
+    return problem_response(request, problem)
+
+
+def handle_budget_exceeded(request: Request[Any, Any, Any], exc: BudgetExceeded) -> Response[ProblemDetails]:
+    """Admitting the job would reach the refusal threshold of the tenant's budget: 402 showing
+    the budget, every term of the projected use and how to get under the threshold."""
+    status = HTTPStatus.PAYMENT_REQUIRED
+    details = exc.details
+    problem = ProblemDetails(
+        type=f"{PROBLEM_TYPE_PREFIX}budget-exceeded",
+        title="Budget exceeded",
+        status=status,
+        detail=str(exc),
+        period=details.period,
+        budget=details.budget,
+        terms=details.terms,
+        projected=details.projected,
+        refusal_threshold=details.refusal_threshold,
+        exceeded=details.exceeded,
     )
     return problem_response(request, problem)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from gateway.routes.budgets import get_tenant_budget, put_tenant_budget
 from gateway.routes.events import stream_events
 from gateway.routes.files import delete_file, get_file, head_file, list_files, put_file, storage_usage
 from gateway.routes.health import healthz, readyz
@@ -13,6 +14,8 @@ from gateway.routes.jobs import cancel_job, list_visible_jobs, read_job, retry_j
 from gateway.routes.logs import read_job_log, stream_job_log
 from gateway.routes.metrics import metrics
 from gateway.routes.partitions import list_partitions
+from gateway.routes.rate_cards import get_rate_cards, post_rate_card
+from gateway.routes.reports import get_statement, get_usage_report
 from gateway.routes.service_info import service_info
 from gateway.routes.tenants import TenantController
 
@@ -52,4 +55,11 @@ def route_handlers() -> list[ControllerRouterHandler]:
         complete_upload,
         abort_upload,
         upload_part,
+        # accounting: budgets, rate cards, usage reports and statements
+        put_tenant_budget,
+        get_tenant_budget,
+        post_rate_card,
+        get_rate_cards,
+        get_usage_report,
+        get_statement,
     ]

@@ -27,8 +27,8 @@ from tests.integration.gateway_fixtures import (
     token_for,
 )
 from tests.integration.job_api_helpers import create_tenant, job_body
+from tests.integration.ledger_rows import insert_entry, insert_record
 from tests.integration.slurm_cluster import run_command
-from tests.integration.test_reports_api import insert_entry, insert_record
 
 __all__ = ["gateway_client", "gateway_config", "migrated_database", "token_for"]
 

@@ -40,7 +40,7 @@ def desired_budget_locks(
             posted=posted_term(session, tenant.id, state.budget.period),
             running=running,
             pending=[],
-            new_job=None,
+            new_jobs=None,
             cards=state.cards,
             now=now,
         )

@@ -106,14 +106,15 @@ def judge_budget(
     posted: UseTerm,
     running: Sequence[ProjectedJob],
     pending: Sequence[ProjectedJob],
-    new_job: ProjectedJob | None,
+    new_jobs: Sequence[ProjectedJob] | None,
     cards: Sequence[RateCard],
     now: int,
 ) -> BudgetVerdict:
-    """Judge the tenant's use in ``budget.period`` for admission of ``new_job``, or for the backstop.
+    """Judge the tenant's use in ``budget.period`` for admission of ``new_jobs``, or for the backstop.
 
-    With a new job: refused when projected use reaches REFUSAL_FRACTION of a budget kind the job
-    consumes (a zero budget therefore refuses every job it covers). Without (backstop): refused
+    With new jobs (one job, or a multi-step job's steps: their sum is the new_job term): refused
+    when projected use reaches REFUSAL_FRACTION of a budget kind they consume (a zero budget
+    therefore refuses every job it covers). Without (backstop): refused
     when posted + running use so far reaches a budget kind; pending jobs have used nothing yet.
     """
     period_start, period_end = period_bounds(budget.period)
@@ -121,7 +122,7 @@ def judge_budget(
     def term(name: str, jobs: Sequence[ProjectedJob]) -> UseTerm:
         gpu_seconds = amount_micros = 0
         for job in jobs:
-            if new_job is None:
+            if new_jobs is None:
                 use = _actual_use(job, cards=cards, period_start=period_start, period_end=period_end)
             else:
                 use = project_job(job, cards=cards, now=now, period_start=period_start, period_end=period_end)
@@ -130,11 +131,11 @@ def judge_budget(
         return UseTerm(name, sum(job.tasks for job in jobs), gpu_seconds, amount_micros)
 
     terms = (posted, term("running", running), term("pending", pending))
-    if new_job is None:
+    if new_jobs is None:
         considered, fraction = (GPU_HOURS, AMOUNT), Decimal(1)
     else:
-        terms = (*terms, term("new_job", [new_job]))
-        considered = (GPU_HOURS, AMOUNT) if new_job.tres.gpu > 0 else (AMOUNT,)
+        terms = (*terms, term("new_job", new_jobs))
+        considered = (GPU_HOURS, AMOUNT) if any(job.tres.gpu > 0 for job in new_jobs) else (AMOUNT,)
         fraction = REFUSAL_FRACTION
     projected_gpu_seconds = sum(t.gpu_seconds for t in terms)
     projected_amount_micros = sum(t.amount_micros for t in terms)

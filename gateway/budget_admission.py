@@ -37,7 +37,6 @@ from accounting.projected_use import (
     judge_budget,
     period_bounds,
     period_of,
-    project_job,
 )
 from accounting.rate_cards import RateCard, card_in_force
 from accounting.report_csv import decimal_text, fraction, hours, money
@@ -61,7 +60,6 @@ from slurm.usage_records import TresCounts
 # Gateway jobs Slurm does not hold yet: they will run, so they count as pending.
 BEFORE_SLURM_STATES = (ACCEPTED, STAGING_IN, SUBMITTING)
 NEW_JOB = "new_job"
-PENDING = "pending"
 HOW_TO_FIX = (
     "shorten the job's time limit, ask for fewer GPUs or nodes, wait for running jobs to finish,"
     " or ask an administrator to raise the budget"
@@ -112,31 +110,15 @@ def judge_admission(
     posted = posted_term(session, tenant.id, state.budget.period)
     running, pending = slurm_jobs(session, tenant.slurm_account)
     pending += gateway_pending_jobs(session, tenant)
-    # judge_budget takes one new job: the one with GPUs (so GPU-hours are judged when any step
-    # has them) stands for all; the others go in with the pending ones and are moved across after.
-    main = max(range(len(new_jobs)), key=lambda i: new_jobs[i].tres.gpu > 0)
-    others = [job for i, job in enumerate(new_jobs) if i != main]
-    verdict = judge_budget(
+    return judge_budget(
         state.budget,
         posted=posted,
         running=running,
-        pending=[*pending, *others],
-        new_job=new_jobs[main],
+        pending=pending,
+        new_jobs=new_jobs,
         cards=state.cards,
         now=now,
     )
-    if not others:
-        return verdict
-    start, end = period_bounds(state.budget.period)
-    moved = [
-        project_job(job, cards=state.cards, now=now, period_start=start, period_end=end) for job in others
-    ]
-    shift = UseTerm("", sum(job.tasks for job in others), sum(m[0] for m in moved), sum(m[1] for m in moved))
-    terms = tuple(
-        _shifted(term, shift, -1 if term.name == PENDING else 1 if term.name == NEW_JOB else 0)
-        for term in verdict.terms
-    )
-    return replace(verdict, terms=terms)
 
 
 def standing(session: Session, tenant: Tenant, state: TenantBudgetState, *, now: int) -> BudgetVerdict:
@@ -316,15 +298,4 @@ def projected_view(verdict: BudgetVerdict) -> ProjectedUseView:
         amount=decimal_text(money(amount_micros)),
         fraction_of_budget=max(fractions.values(), key=Decimal) if fractions else None,
         fractions=fractions,
-    )
-
-
-def _shifted(term: UseTerm, shift: UseTerm, sign: int) -> UseTerm:
-    if sign == 0:
-        return term
-    return UseTerm(
-        term.name,
-        term.jobs + sign * shift.jobs,
-        term.gpu_seconds + sign * shift.gpu_seconds,
-        term.amount_micros + sign * shift.amount_micros,
     )

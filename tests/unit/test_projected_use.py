@@ -76,7 +76,13 @@ def judge(
     new_job: ProjectedJob | None = None,
 ) -> BudgetVerdict:
     return judge_budget(
-        budget, posted=posted, running=running, pending=pending, new_job=new_job, cards=CARDS, now=NOW
+        budget,
+        posted=posted,
+        running=running,
+        pending=pending,
+        new_jobs=None if new_job is None else [new_job],
+        cards=CARDS,
+        now=NOW,
     )
 
 
@@ -249,8 +255,23 @@ def test_verdict_outside_the_budget_period_counts_nothing_of_the_jobs() -> None:
         posted=NOTHING_POSTED,
         running=(gpu_job(start=NOW, elapsed=HOUR, limit=2 * HOUR),),
         pending=(gpu_job(),),
-        new_job=gpu_job(),
+        new_jobs=[gpu_job()],
         cards=CARDS,
         now=NOW,
     )
     assert (verdict.projected_gpu_seconds, verdict.refused) == (0, False)
+
+
+def test_the_steps_of_a_new_job_are_one_term_and_a_gpu_step_brings_in_the_gpu_budget() -> None:
+    verdict = judge_budget(
+        gpu_budget(1),
+        posted=NOTHING_POSTED,
+        running=(),
+        pending=(),
+        new_jobs=[cpu_job(), gpu_job(limit=HOUR)],
+        cards=CARDS,
+        now=NOW,
+    )
+    assert verdict.terms[-1].name == "new_job"
+    assert (verdict.terms[-1].jobs, verdict.terms[-1].gpu_seconds) == (2, HOUR)
+    assert verdict.exceeded == (GPU_HOURS,)

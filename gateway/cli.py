@@ -1,4 +1,4 @@
-"""``slurm-gateway`` command line: serve, migrate, token, check-config, version."""
+"""``slurm-gateway`` command line: serve, migrate, token, check-config, reconcile, crosscheck, version."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import msgspec
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.accounting_cli import add_accounting_commands
 from gateway.app import create_app
 from gateway.config import ConfigError, GatewayConfig, config_as_json, load_config
 from gateway.database import create_database_engine, normalized_database_url, redacted_database_url
@@ -73,6 +74,8 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
     _add_config_option(check)
     check.set_defaults(handler=_check_config)
+
+    add_accounting_commands(commands, _add_config_option)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=_print_version)

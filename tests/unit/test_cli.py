@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.accounting_cli import utc_epoch
 from gateway.cli import EXIT_CONFIG_ERROR, main
 from gateway.version import package_version
 
@@ -74,3 +75,52 @@ def test_serve_rejects_bad_port_before_starting(capsys: pytest.CaptureFixture[st
         main(["serve", "--port", "70000"])
     assert excinfo.value.code == 2
     assert "not a TCP port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2026-11-01", 1_793_491_200),
+        ("2026-11-01T12:30", 1_793_536_200),
+        ("2026-11-01T12:30:00Z", 1_793_536_200),
+        ("2026-11-01T13:30:00+01:00", 1_793_536_200),
+    ],
+)
+def test_accounting_dates_are_utc(text: str, epoch: int) -> None:
+    assert utc_epoch(text) == epoch
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reconcile", "--since", "last tuesday"],
+        ["crosscheck", "--from", "2026-13-01", "--to", "2026-11-02"],
+    ],
+)
+def test_accounting_commands_reject_a_bad_date(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == EXIT_CONFIG_ERROR
+    assert "not a date or date-time" in capsys.readouterr().err
+
+
+def test_reconcile_until_needs_since(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "--until", "2026-11-02"]) == EXIT_CONFIG_ERROR
+    assert "--until needs --since" in capsys.readouterr().err
+
+
+def test_reconcile_window_must_not_be_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "--since", "2026-11-02", "--until", "2026-11-01"]) == EXIT_CONFIG_ERROR
+    assert "--since must be before --until" in capsys.readouterr().err
+
+
+def test_crosscheck_window_must_not_be_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crosscheck", "--from", "2026-11-02", "--to", "2026-11-02"]) == EXIT_CONFIG_ERROR
+    assert "--from must be before --to" in capsys.readouterr().err
+
+
+def test_crosscheck_bucket_is_hour_or_day(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["crosscheck", "--from", "2026-11-01", "--to", "2026-11-02", "--bucket", "week"])
+    assert excinfo.value.code == EXIT_CONFIG_ERROR
+    assert "invalid choice: 'week'" in capsys.readouterr().err

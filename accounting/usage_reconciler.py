@@ -36,7 +36,14 @@ from accounting.rate_cards import RateCard, rate_card_from_document
 from accounting.usage_pricing import PricedSegment, billable_interval, price_usage, segments_digest
 from gateway.storage_models import Tenant
 from slurm.command_runner import CommandRunner
-from slurm.usage_records import USAGE_ENV_OVERRIDES, TresCounts, UsageRecord, iter_usage_records, usage_argv
+from slurm.usage_records import (
+    USAGE_ENV_OVERRIDES,
+    TresCounts,
+    UsageLine,
+    UsageRecord,
+    iter_usage_lines,
+    usage_argv,
+)
 
 SACCT_SOURCE = "sacct"
 # Records per transaction: large enough that per-statement overhead vanishes, small enough that a
@@ -54,30 +61,6 @@ _entries = LedgerEntry.__table__
 _cursors = AccountingCursor.__table__
 _tenants = Tenant.__table__
 
-# Columns of usage_records that come from sacct (and the tenant mapping); the content digest covers them.
-_RECORD_COLUMNS = (
-    "cluster",
-    "job_id_raw",
-    "submit_time",
-    "job_id",
-    "account",
-    "tenant_id",
-    "user",
-    "partition",
-    "qos",
-    "state",
-    "start_time",
-    "end_time",
-    "elapsed_s",
-    "time_limit_s",
-    "node_count",
-    "tasks",
-    "cpu",
-    "mem_mb",
-    "gpu",
-    "node",
-    "is_final",
-)
 # What each ledger entry copies from its record; a change reposts the record.
 _ATTRIBUTION_COLUMNS = ("tenant_id", "account", "user", "partition", "qos", "job_id")
 # Quantities a reversal negates.
@@ -156,7 +139,7 @@ def reconcile_usage(
     sacct_seconds = time.perf_counter() - started
     context = _pass_context(session_factory, reprice=reprice)
     counts = _Counts()
-    for batch in _batches(iter_usage_records(text.splitlines()), BATCH_SIZE):
+    for batch in _batches(iter_usage_lines(text.splitlines()), BATCH_SIZE):
         counts.add(_reconcile_batch(session_factory, batch, context))
     _advance_cursor(session_factory, window_end)
     return ReconcileReport(
@@ -211,14 +194,14 @@ def _pass_context(session_factory: sessionmaker[Session], *, reprice: bool) -> _
     )
 
 
-def _batches(records: Iterable[UsageRecord], size: int) -> Iterator[list[UsageRecord]]:
-    iterator = iter(records)
+def _batches(lines: Iterable[UsageLine], size: int) -> Iterator[list[UsageLine]]:
+    iterator = iter(lines)
     while batch := list(islice(iterator, size)):
         yield batch
 
 
 def _reconcile_batch(
-    session_factory: sessionmaker[Session], batch: Sequence[UsageRecord], context: _PassContext
+    session_factory: sessionmaker[Session], batch: Sequence[UsageLine], context: _PassContext
 ) -> _Counts:
     for _ in range(MAX_BATCH_TRIES - 1):
         try:
@@ -240,22 +223,27 @@ class _Posting:
 
 
 def _try_batch(
-    session_factory: sessionmaker[Session], batch: Sequence[UsageRecord], context: _PassContext
+    session_factory: sessionmaker[Session], batch: Sequence[UsageLine], context: _PassContext
 ) -> _Counts:
     # The last occurrence of an identity wins (sacct never repeats one; this keeps executemany
     # safe). Sorted, so that racing reconcilers lock rows in the same order and never deadlock.
-    records = dict(sorted(((record.identity, record) for record in batch), key=lambda pair: pair[0]))
+    lines = dict(sorted(((line.identity, line) for line in batch), key=lambda pair: pair[0]))
     now = datetime.now(UTC)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     postings: list[_Posting] = []
     with session_factory() as session:
-        existing = _existing_records(session, records)
-        for identity, record in records.items():
-            values = _record_values(record, context.tenant_by_account.get(record.account))
-            content_digest = _content_digest(values)
+        existing = _existing_records(session, lines)
+        for identity, line in lines.items():
+            tenant_id = context.tenant_by_account.get(line.account)
+            content_digest = _content_digest(line, tenant_id)
             row = existing.get(identity)
             changed = row is None or row.content_digest != content_digest
+            if not changed and not context.reprice:
+                # The same line as last time: nothing to parse, write or post.
+                continue
+            record = line.record()
+            values = _record_values(record, tenant_id)
             posted_digest = row.posted_digest if row is not None else None
             new_posted_digest = posted_digest
             if record.is_final and (changed or context.reprice):
@@ -371,10 +359,10 @@ def _record_values(record: UsageRecord, tenant_id: str | None) -> dict[str, Any]
     }
 
 
-def _content_digest(values: Mapping[str, Any]) -> str:
-    # The unit separator never occurs in sacct's parsable fields, so the encoding is unambiguous.
-    text = "\x1f".join(repr(values[column]) for column in _RECORD_COLUMNS)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _content_digest(line: UsageLine, tenant_id: str | None) -> str:
+    # Every stored value comes from the line or the account's tenant; the unit separator never
+    # occurs in sacct's parsable fields, so the encoding is unambiguous.
+    return hashlib.sha256(f"{tenant_id or ''}\x1f{line.text}".encode()).hexdigest()
 
 
 def _posting_digest(values: Mapping[str, Any], segments: Sequence[PricedSegment]) -> str:

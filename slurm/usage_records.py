@@ -46,6 +46,8 @@ USAGE_ENV_OVERRIDES = {"TZ": "UTC", "SLURM_TIME_FORMAT": "%s"}
 # A requeued run is over (the job runs again as a new record), so it is billed like an ended job.
 FINAL_STATES = TERMINAL_STATES | {"REQUEUED"}
 # TimelimitRaw (minutes) when the job has no limit of its own.
+_SUBMIT_FIELD = USAGE_FIELDS.index("Submit")
+_ACCOUNT_FIELD = USAGE_FIELDS.index("Account")
 _NO_TIME_LIMIT = frozenset({"UNLIMITED", "Partition_Limit"})
 _MEM_UNIT_MB = {"K": Decimal(1) / 1024, "M": Decimal(1), "G": Decimal(1024), "T": Decimal(1024 * 1024)}
 _GPU = "gres/gpu"
@@ -157,6 +159,36 @@ class UsageRecord:
         return self.state in FINAL_STATES
 
 
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One line of ``usage_argv``'s output with only its identity read.
+
+    A reconciler compares most lines with what it stored before and skips the unchanged ones;
+    reading three fields instead of the whole record keeps those cheap.
+    """
+
+    identity: tuple[str, str, int]
+    account: str
+    text: str
+
+    def record(self) -> UsageRecord:
+        """The whole record; raises SlurmOutputError for a malformed line."""
+        return _usage_record(self.text)
+
+
+def iter_usage_lines(lines: Iterable[str]) -> Iterator[UsageLine]:
+    """UsageLines from sacct output lines, one at a time; blank lines are skipped.
+
+    Raises SlurmOutputError when a line's identity (Cluster, JobIDRaw, Submit) cannot be read;
+    the rest of the line is checked by ``UsageLine.record``.
+    """
+    for line in lines:
+        stripped = line.rstrip("\r\n")
+        if stripped.strip():
+            identity, account = _line_identity(stripped)
+            yield UsageLine(identity=identity, account=account, text=stripped)
+
+
 def iter_usage_records(lines: Iterable[str]) -> Iterator[UsageRecord]:
     """UsageRecords from sacct output lines (``usage_argv``'s format), one at a time.
 
@@ -220,6 +252,16 @@ def _usage_record(line: str) -> UsageRecord:
         requested=parse_tres(req_tres),
         tasks=len(task_keys(job_id)),
     )
+
+
+def _line_identity(line: str) -> tuple[tuple[str, str, int], str]:
+    values = line.split("|", _SUBMIT_FIELD + 1)
+    if len(values) <= _SUBMIT_FIELD + 1:
+        raise SlurmOutputError(f"expected {len(USAGE_FIELDS)} sacct fields, got {len(values)}")
+    cluster, job_id_raw, submit = values[0], values[1], values[_SUBMIT_FIELD]
+    if not job_id_raw.isdigit() or not submit.isdigit():
+        raise SlurmOutputError(f"unrecognised job id or submit time {job_id_raw[:20]!r}/{submit[:20]!r}")
+    return (cluster, job_id_raw, int(submit)), values[_ACCOUNT_FIELD]
 
 
 def _count(name: str, value: str) -> int:

@@ -56,6 +56,13 @@ def add_accounting_commands(
     reconcile.add_argument(
         "--until", type=utc_epoch, metavar="DATE", help="end of the window with --since (default: now)"
     )
+    reconcile.add_argument(
+        "--no-reprice",
+        dest="reprice",
+        action="store_false",
+        help="with --since: only read what changed in the window, leave posted prices alone "
+        "(e.g. to catch up after a slurmdbd outage quickly)",
+    )
     reconcile.set_defaults(handler=run_reconcile)
 
     check = commands.add_parser(
@@ -98,6 +105,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         return _usage_error("--until needs --since")
     if args.since is not None and args.until is not None and args.since >= args.until:
         return _usage_error("--since must be before --until")
+    if not args.reprice and args.since is None:
+        return _usage_error("--no-reprice needs --since (a pass without it never reprices)")
     config = _load_config(args.config)
     accounting = config.accounting
     with _session_factory(config) as session_factory:
@@ -110,7 +119,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
             until=args.until,
             lookback_s=accounting.lookback_s,
             initial_window_s=accounting.initial_window_s,
-            reprice=args.since is not None,
+            reprice=args.since is not None and args.reprice,
         )
     print(json.dumps(dataclasses.asdict(report), sort_keys=True))
     return EXIT_OK

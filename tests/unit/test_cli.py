@@ -124,3 +124,8 @@ def test_crosscheck_bucket_is_hour_or_day(capsys: pytest.CaptureFixture[str]) ->
         main(["crosscheck", "--from", "2026-11-01", "--to", "2026-11-02", "--bucket", "week"])
     assert excinfo.value.code == EXIT_CONFIG_ERROR
     assert "invalid choice: 'week'" in capsys.readouterr().err
+
+
+def test_no_reprice_needs_since(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "--no-reprice"]) == EXIT_CONFIG_ERROR
+    assert "--no-reprice needs --since" in capsys.readouterr().err

@@ -10,7 +10,7 @@ must need no further change. Other accounts are never touched.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from slurm.command_runner import CommandFailed, CommandRunner
@@ -114,18 +114,38 @@ def provision_account(runner: CommandRunner, spec: SlurmAccountSpec) -> Provisio
     """
     validate_account_spec(spec)
     plan = plan_account_changes(read_account_state(runner, spec.account), spec)
+    run_sacctmgr_plan(
+        runner,
+        plan,
+        replan=lambda: plan_account_changes(read_account_state(runner, spec.account), spec),
+        account_of=lambda _: spec.account,
+    )
+    return ProvisioningReport(account=spec.account, commands=tuple(tuple(argv) for argv in plan))
+
+
+def run_sacctmgr_plan(
+    runner: CommandRunner,
+    plan: Sequence[Sequence[str]],
+    *,
+    replan: Callable[[], Sequence[Sequence[str]]],
+    account_of: Callable[[Sequence[str]], str],
+) -> None:
+    """Run the sacctmgr commands of ``plan``, then judge them by planning again from a fresh read.
+
+    sacctmgr's exit status and messages do not say whether a change took effect (it exits 1
+    after "Nothing new added"), so a failed command is only noted; ProvisioningIncomplete is
+    raised, naming ``account_of`` the first remaining command, when ``replan`` still finds work.
+    """
     failures = []
     for argv in plan:
         try:
             runner.run(argv)
         except CommandFailed as exc:
-            # Judged below from the state, not from the message ("Nothing new added" is fine).
             failures.append(str(exc))
     if plan:
-        remaining = plan_account_changes(read_account_state(runner, spec.account), spec)
+        remaining = replan()
         if remaining:
-            raise ProvisioningIncomplete(spec.account, remaining, failures)
-    return ProvisioningReport(account=spec.account, commands=tuple(tuple(argv) for argv in plan))
+            raise ProvisioningIncomplete(account_of(remaining[0]), remaining, failures)
 
 
 def read_account_state(runner: CommandRunner, account: str) -> AccountState:

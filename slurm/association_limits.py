@@ -19,8 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from slurm.account_provisioning import AccountSpecError, ProvisioningIncomplete
-from slurm.command_runner import CommandFailed, CommandRunner
+from slurm.account_provisioning import AccountSpecError, run_sacctmgr_plan
+from slurm.command_runner import CommandRunner
 from slurm.errors import SlurmOutputError
 
 LIMITS_FORMAT = "Account,User,GrpSubmit,GrpTRESRunMins"
@@ -84,17 +84,12 @@ def apply_budget_locks(runner: CommandRunner, desired: Mapping[str, BudgetLock])
     """
     accounts = sorted(desired)
     plan = _plan(_read_lock_parts(runner, accounts), desired)
-    failures = []
-    for argv in plan:
-        try:
-            runner.run(argv)
-        except CommandFailed as exc:
-            # Judged below from the state, not from the message.
-            failures.append(str(exc))
-    if plan:
-        remaining = _plan(_read_lock_parts(runner, accounts), desired)
-        if remaining:
-            raise ProvisioningIncomplete(_account_of(remaining[0]), remaining, failures)
+    run_sacctmgr_plan(
+        runner,
+        plan,
+        replan=lambda: _plan(_read_lock_parts(runner, accounts), desired),
+        account_of=_account_of,
+    )
     return plan
 
 

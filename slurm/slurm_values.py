@@ -1,6 +1,9 @@
-"""Decode the scalar values Slurm's client commands print (states, epoch times, placeholders)."""
+"""Decode the scalar values Slurm's client commands print (states, epoch times, placeholders),
+and write the times they are given."""
 
 from __future__ import annotations
+
+import datetime
 
 from slurm.errors import SlurmOutputError
 
@@ -31,3 +34,8 @@ def epoch_or_none(value: str) -> int | None:
 def text_or_none(value: str) -> str | None:
     """``value`` itself, or None for Slurm's placeholders of an absent value."""
     return None if value in _PLACEHOLDERS else value
+
+
+def utc_time_argument(epoch: int) -> str:
+    """``2026-11-01T12:00:00`` for a time option of sacct or sreport run under ``TZ=UTC``."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -7,10 +7,10 @@ account's users and sub-accounts; ``root`` is the whole cluster.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 
 from slurm.errors import SlurmOutputError
+from slurm.slurm_values import utc_time_argument
 
 SREPORT_ENV_OVERRIDES = {"TZ": "UTC"}
 # Cluster|Account|Login|Proper Name|TRES Name|Used; "Proper Name" is free text (GECOS).
@@ -32,8 +32,8 @@ def sreport_argv(start: int, end: int, tres: str = "cpu,gres/gpu") -> list[str]:
         f"--tres={tres}",
         "cluster",
         "AccountUtilizationByUser",
-        f"start={_utc_iso(start)}",
-        f"end={_utc_iso(end)}",
+        f"start={utc_time_argument(start)}",
+        f"end={utc_time_argument(end)}",
     ]
 
 
@@ -66,7 +66,3 @@ def parse_sreport_usage(text: str) -> list[SreportUsage]:
             raise SlurmOutputError(f"unexpected sreport usage for account {account[:64]!r}")
         rows.append(SreportUsage(account=account, user=login or None, tres=tres, seconds=int(used)))
     return rows
-
-
-def _utc_iso(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -12,7 +12,6 @@ free text are read, so ``|`` never appears inside a value.
 
 from __future__ import annotations
 
-import datetime
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from slurm.array_summary import task_keys
 from slurm.errors import SlurmOutputError
 from slurm.observations import TERMINAL_STATES
-from slurm.slurm_values import base_state, epoch_or_none, text_or_none
+from slurm.slurm_values import base_state, epoch_or_none, text_or_none, utc_time_argument
 
 USAGE_FIELDS = (
     "Cluster",
@@ -68,9 +67,9 @@ def usage_argv(start: int, end: int) -> list[str]:
         "--noheader",
         "--noconvert",
         "--starttime",
-        _utc_iso(start),
+        utc_time_argument(start),
         "--endtime",
-        _utc_iso(end),
+        utc_time_argument(end),
         "--format=" + ",".join(USAGE_FIELDS),
     ]
 
@@ -280,7 +279,3 @@ def _megabytes(value: str) -> int:
     if not amount.is_finite() or amount < 0:
         raise SlurmOutputError(f"unrecognised memory amount {value[:30]!r}")
     return int(amount.to_integral_value(rounding=ROUND_CEILING))
-
-
-def _utc_iso(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")

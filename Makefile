@@ -77,9 +77,10 @@ run: cluster
 	@echo "  curl -s http://$(HOST):$(PORT)/schema/openapi.json"
 	@echo "  dev/try-it     (in another shell: creates tenant demo with member alice, uploads a file,"
 	@echo "                 submits a GPU job that reads it, follows it and downloads its output;"
-	@echo "                 prints every call it makes)"
+	@echo "                 prints every call it makes; ends with finance's cost report as CSV)"
 	@echo "Tokens: $(BIN)/slurm-gateway token --user admin --role admin"
 	@echo "        $(BIN)/slurm-gateway token --tenant demo --user alice --role user"
+	@echo "        $(BIN)/slurm-gateway token --user finance --role finance"
 	@echo "The cluster: sinfo, squeue, sacct work in any shell here. Ctrl-C stops the gateway;"
 	@echo "'make cluster-down' stops the cluster."
 	@echo

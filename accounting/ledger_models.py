@@ -36,7 +36,8 @@ class UsageRecordRow(Base):
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        UniqueConstraint("cluster", "job_id_raw", "submit_time", name="uq_usage_records_identity"),
+        # job_id_raw first: the reconciler and admission look records up by raw id.
+        UniqueConstraint("job_id_raw", "submit_time", "cluster", name="uq_usage_records_identity"),
         Index("ix_usage_records_account_final", "account", "is_final"),
         Index("ix_usage_records_tenant_final", "tenant_id", "is_final"),
     )

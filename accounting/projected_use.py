@@ -85,11 +85,14 @@ class BudgetVerdict:
 def project_job(
     job: ProjectedJob, *, cards: Sequence[RateCard], now: int, period_start: int, period_end: int
 ) -> tuple[int, int]:
-    """(gpu_seconds, amount_micros) ``job`` may use in [period_start, period_end) if it runs to its limit.
+    """(gpu_seconds, amount_micros) ``job`` may use from the period's start if it runs to its limit.
 
-    A started job counts from its start to start + max(elapsed, time limit); a pending job from
-    ``now`` for its time limit, once per task. A job without a time limit (submitted to Slurm
-    directly, on an unlimited partition) may run to the period's end, so it counts until then.
+    A started job counts from its start (or the period's) to start + max(elapsed, time limit); a
+    pending job from ``now`` for its time limit, once per task. A job that may run past the
+    period's end counts in full: admitted near the end of a month, the part after it would
+    otherwise be judged by neither month's budget. A job without a time limit (submitted to Slurm
+    directly, on an unlimited partition) counts until the period's end. A job that cannot start
+    before the period ends counts nothing in it.
     """
     if job.time_limit_s is None:
         start, end = (now if job.start_time is None else job.start_time), period_end
@@ -97,7 +100,11 @@ def project_job(
         start, end = job.start_time, job.start_time + max(job.elapsed_s, job.time_limit_s)
     else:
         start, end = now, now + job.time_limit_s
-    return _use_in_period(job, start, end, cards=cards, period_start=period_start, period_end=period_end)
+    if start >= period_end:
+        return 0, 0
+    return _use_in_period(
+        job, start, end, cards=cards, period_start=period_start, period_end=max(end, period_end)
+    )
 
 
 def judge_budget(

@@ -154,6 +154,9 @@ def _prices(value: object) -> dict[str, TresPrices]:
             "prices", 'is required: an object of partition → prices, e.g. {"*": {"cpu": "0.02"}}'
         )
     entries = _entries("prices", value, "an object of partition name → prices per TRES-hour")
+    if not entries:
+        # An empty card would make all usage free from its effective_from on, silently.
+        raise RateCardError("prices", 'price at least one partition, or "*" for every partition')
     prices = {}
     for partition, kinds in entries.items():
         field = f"prices.{partition}"

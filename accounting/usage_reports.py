@@ -158,7 +158,9 @@ def current_period(now: int) -> str:
 
 
 def next_month(day: date) -> date:
-    """The first day of the month after ``day``'s."""
+    """The first day of the month after ``day``'s (the last one there is: date.max)."""
+    if (day.year, day.month) == (date.max.year, date.max.month):
+        return date.max
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 

@@ -31,8 +31,14 @@ MICROS_PER_UNIT = 1_000_000
 # Far above any real budget; keeps the integers well inside BIGINT.
 MAX_BUDGET_GPU_HOURS = Decimal(1_000_000_000)
 MAX_BUDGET_AMOUNT = Decimal(1_000_000_000_000)
-MAX_DECIMAL_PLACES = 6
-_DECIMAL_TEXT = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,6})?", re.ASCII)
+# Money to the cent; GPU-hours to 3.6 s, so a budget never rounds to a zero of whole seconds.
+AMOUNT_DECIMAL_PLACES = 2
+GPU_HOURS_DECIMAL_PLACES = 3
+# Cards take effect on whole seconds: a fraction would be dropped, and two cards a fraction
+# apart would collide.
+_RFC3339_SECONDS = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})", re.ASCII
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +61,14 @@ def budget_in_force(session: Session, tenant_id: str, period: str) -> TenantBudg
 
 
 def budget_limits(data: BudgetPut, *, now: int) -> BudgetLimits:
-    """Check a PUT body: decimal strings, 0 or more, at most 6 places; a YYYY-MM period."""
+    """Check a PUT body: decimal strings, 0 or more (amount to cents, gpu_hours to 3 places); a
+    YYYY-MM period."""
     period = parse_period("from_period", data.from_period) if data.from_period is not None else None
-    gpu_hours = _budget_decimal("gpu_hours", data.gpu_hours, MAX_BUDGET_GPU_HOURS)
-    amount = _budget_decimal("amount", data.amount, MAX_BUDGET_AMOUNT)
+    gpu_hours = _budget_decimal("gpu_hours", data.gpu_hours, MAX_BUDGET_GPU_HOURS, GPU_HOURS_DECIMAL_PLACES)
+    amount = _budget_decimal("amount", data.amount, MAX_BUDGET_AMOUNT, AMOUNT_DECIMAL_PLACES)
     return BudgetLimits(
         from_period=period or current_period(now),
-        # Hours with 6 places are not always whole seconds: round to the nearest second.
+        # Hours with 3 places are not always whole seconds: round to the nearest second.
         gpu_seconds=(
             int((gpu_hours * SECONDS_PER_HOUR).to_integral_value(rounding=ROUND_HALF_UP))
             if gpu_hours is not None
@@ -139,13 +146,15 @@ def load_tenant(session: Session, tenant_id: str) -> Tenant:
 
 
 def parse_effective_from(value: str | int) -> int:
-    """An RFC 3339 timestamp with an offset ("2026-11-01T00:00:00Z") or epoch seconds."""
+    """An RFC 3339 timestamp with an offset, whole seconds ("2026-11-01T00:00:00Z"), or epoch seconds."""
     if isinstance(value, int):
         return value
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        moment = None
+    moment = None
+    if _RFC3339_SECONDS.fullmatch(value):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
     if moment is None or moment.tzinfo is None:
         raise InvalidField(
             "effective_from",
@@ -163,6 +172,12 @@ def create_rate_card(
     effective_from = parse_effective_from(body.effective_from)
     document = {"currency": body.currency, "prices": body.prices, "qos_multipliers": body.qos_multipliers}
     card = rate_card_from_document(document, id=None, effective_from=effective_from)
+    ledger_currency = session.scalars(select(RateCardRow.currency).limit(1)).first()
+    if ledger_currency is not None and card.currency != ledger_currency:
+        # Budgets, statements and projections sum amounts; they cannot add EUR to USD.
+        raise InvalidField(
+            "currency", f"the ledger is kept in {ledger_currency}; every rate card must use it"
+        )
     row = RateCardRow(
         effective_from=card.effective_from,
         currency=card.currency,
@@ -216,15 +231,15 @@ def reprice_hint(effective_from: int, now: int) -> str | None:
     )
 
 
-def _budget_decimal(field: str, text: str | None, maximum: Decimal) -> Decimal | None:
+def _budget_decimal(field: str, text: str | None, maximum: Decimal, places: int) -> Decimal | None:
     if text is None:
         return None
     stripped = text.strip()
-    if not _DECIMAL_TEXT.fullmatch(stripped):
+    if not re.fullmatch(rf"[0-9]{{1,16}}(?:\.[0-9]{{1,{places}}})?", stripped, re.ASCII):
         raise InvalidField(
             field,
             f"{text[:40]!r} is not a decimal; write it as a string of digits with at most"
-            f' {MAX_DECIMAL_PLACES} decimal places ("1000", "5000.00"), or null for no limit',
+            f' {places} decimal places ("1000", "5000.00"), or null for no limit',
         )
     value = Decimal(stripped)
     if value > maximum:

@@ -50,12 +50,14 @@ from gateway.accounting_schemas import (
     UsageReportRow,
     UsageReportView,
 )
+from gateway.api_schemas import SLURM_NAME_PATTERN
 from gateway.auth import AuthenticatedPrincipal
 from gateway.budget_service import budget_in_force, load_tenant, report_tenant_scope, require_budget_reader
 from gateway.domain_errors import InvalidField
 from gateway.routes.tenants import TenantId
 
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+# Litestar adds "; charset=utf-8" to text types itself.
+CSV_MEDIA_TYPE = "text/csv"
 FORMATS = ("json", "csv")
 FromParam = Annotated[
     str | None, QueryParameter(name="from", description="first UTC day (YYYY-MM-DD or YYYY-MM)")
@@ -66,7 +68,9 @@ ToParam = Annotated[
 GroupByParam = Annotated[
     str | None, QueryParameter(description="comma-separated: tenant,account,user,partition,qos,day,month")
 ]
-TenantParam = Annotated[str | None, QueryParameter(description="only this tenant")]
+TenantParam = Annotated[
+    str | None, QueryParameter(description="only this tenant", pattern=SLURM_NAME_PATTERN, max_length=31)
+]
 FormatParam = Annotated[str | None, QueryParameter(name="format", description="json (default) or csv")]
 Period = Annotated[str, PathParameter(description="UTC month, YYYY-MM", max_length=16)]
 
@@ -85,6 +89,8 @@ async def get_usage_report(
     output_format: FormatParam = None,
 ) -> Response[Any]:
     """Net TRES-hours and amounts of the ledger entries of days in [from, to), grouped."""
+    # Who may ask comes before what was asked: a user role learns nothing from parameter errors.
+    report_tenant_scope(principal, tenant)
     output = _format(output_format)
     keys = parse_group_by(group_by)
     first_of_month = date.fromisoformat(current_period(int(time.time())) + "-01")
@@ -95,6 +101,8 @@ async def get_usage_report(
     def read() -> UsageReport:
         scope = report_tenant_scope(principal, tenant)
         with session_factory() as session:
+            if scope is not None:
+                load_tenant(session, scope)
             return usage_report(session, start=start, end=end, group_by=keys, tenant_id=scope)
 
     report = await asyncio.to_thread(read)

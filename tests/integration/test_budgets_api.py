@@ -279,6 +279,8 @@ def test_budget_periods_and_validation(gateway_client: Client, headers: Headers,
         ({"gpu_hours": "-1"}, "gpu_hours"),
         ({"gpu_hours": "1e3"}, "gpu_hours"),
         ({"amount": "1.0000001"}, "amount"),
+        ({"amount": "100.005"}, "amount"),
+        ({"gpu_hours": "0.0001"}, "gpu_hours"),
         ({"amount": "12", "from_period": "2026-13"}, "from_period"),
     ):
         response = gateway_client.put(f"/v1/tenants/{tenant}/budget", json=bad, headers=admin)
@@ -351,6 +353,9 @@ def test_rate_cards_are_append_only_and_listed_newest_first(gateway_client: Clie
         ({"qos_multipliers": {"high": "0"}}, "qos_multipliers.high"),
         ({"effective_from": "2026-11-01 00:00"}, "effective_from"),
         ({"effective_from": "next week"}, "effective_from"),
+        ({"effective_from": "2026-11-01T00:00:00.999Z"}, "effective_from"),
+        ({"effective_from": "2026-W49-1T00:00:00Z"}, "effective_from"),
+        ({"prices": {}}, "prices"),
     ],
 )
 def test_bad_rate_cards_name_the_field(
@@ -371,3 +376,16 @@ def test_rate_card_access(gateway_client: Client, headers: Headers) -> None:
         == 403
     )
     assert gateway_client.get("/v1/rate-cards", headers=headers("alice", "t", "user")).status_code == 403
+
+
+def test_every_rate_card_keeps_the_ledgers_currency(gateway_client: Client, headers: Headers) -> None:
+    finance = headers("fin", None, "finance")
+    assert gateway_client.post("/v1/rate-cards", json=CARD, headers=finance).status_code == 201
+    other = gateway_client.post(
+        "/v1/rate-cards",
+        json={**CARD, "currency": "USD", "effective_from": "2021-01-01T00:00:00Z"},
+        headers=finance,
+    )
+    assert other.status_code == 422, other.text
+    assert other.json()["errors"][0]["field"] == "currency"
+    assert CARD["currency"] in other.json()["errors"][0]["message"]

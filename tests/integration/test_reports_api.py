@@ -170,7 +170,7 @@ def test_csv_parses_back_and_guards_formulas(gateway_client: Client, headers: He
         headers=headers("fin", None, "finance"),
     )
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.headers["content-disposition"] == 'attachment; filename="usage-2026-10-01-2026-11-01.csv"'
     assert response.content.count(b"\r\n") == 4  # header + 3 rows, CRLF each
     rows = parse_csv(response.content)
@@ -215,6 +215,30 @@ def test_bad_report_parameters_are_named(
     response = gateway_client.get("/v1/reports/usage", params=params, headers=headers("fin", None, "finance"))
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == field
+
+
+def test_a_tenant_parameter_that_is_no_tenant_name_is_refused_naming_it(
+    gateway_client: Client, headers: Headers
+) -> None:
+    finance = headers("fin", None, "finance")
+    response = gateway_client.get("/v1/reports/usage", params={"tenant": "x\x00y"}, headers=finance)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == "tenant"
+
+
+def test_a_report_from_the_last_month_there_is_ends_on_the_last_day(
+    gateway_client: Client, headers: Headers
+) -> None:
+    finance = headers("fin", None, "finance")
+    response = gateway_client.get("/v1/reports/usage", params={"from": "9999-12"}, headers=finance)
+    assert response.status_code == 200, response.text
+    assert (response.json()["from"], response.json()["to"]) == ("9999-12-01", "9999-12-31")
+
+
+def test_a_report_of_an_unknown_tenant_is_not_found(gateway_client: Client, headers: Headers) -> None:
+    finance = headers("fin", None, "finance")
+    response = gateway_client.get("/v1/reports/usage", params={"tenant": "nobody"}, headers=finance)
+    assert response.status_code == 404
 
 
 # --- statements ------------------------------------------------------------------------

@@ -131,9 +131,9 @@ def test_running_job_from_last_month_counts_only_this_month() -> None:
     assert project(job)[0] == 5 * HOUR
 
 
-def test_running_job_is_clipped_at_period_end() -> None:
+def test_running_job_that_may_run_past_the_period_end_counts_in_full() -> None:
     job = gpu_job(start=NOVEMBER[1] - HOUR, elapsed=0, limit=48 * HOUR)
-    assert project(job, now=NOVEMBER[1] - HOUR)[0] == HOUR
+    assert project(job, now=NOVEMBER[1] - HOUR)[0] == 48 * HOUR
 
 
 def test_pending_job_counts_its_limit_from_now_per_task() -> None:
@@ -141,9 +141,9 @@ def test_pending_job_counts_its_limit_from_now_per_task() -> None:
     assert project(gpu_job(limit=2 * HOUR, tasks=5)) == (10 * HOUR, 10 * UNIT + 100_000)
 
 
-def test_pending_job_is_clipped_at_period_end_per_task() -> None:
+def test_pending_job_admitted_at_month_end_counts_its_whole_limit_per_task() -> None:
     late = NOVEMBER[1] - HOUR
-    assert project(gpu_job(limit=10 * HOUR, tasks=3), now=late)[0] == 3 * HOUR
+    assert project(gpu_job(limit=10 * HOUR, tasks=3), now=late)[0] == 30 * HOUR
     assert project(gpu_job(limit=HOUR), now=NOVEMBER[1])[0] == 0
 
 

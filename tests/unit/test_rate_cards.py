@@ -59,8 +59,8 @@ def test_zero_with_six_places_is_written_plainly() -> None:
 
 
 def test_qos_multipliers_are_optional() -> None:
-    read = rate_card_from_document({"currency": "USD", "prices": {}}, id=None, effective_from=0)
-    assert (read.prices, read.qos_multipliers) == ({}, {})
+    read = rate_card_from_document({"currency": "USD", "prices": {"*": {}}}, id=None, effective_from=0)
+    assert read.qos_multipliers == {}
 
 
 @pytest.mark.parametrize(
@@ -97,34 +97,35 @@ def test_largest_and_smallest_prices_are_accepted() -> None:
     ("doc", "field", "needle"),
     [
         ([], "document", "JSON object"),
-        ({"prices": {}}, "currency", "is required"),
-        ({"currency": "eur", "prices": {}}, "currency", "upper-case"),
-        ({"currency": "EURO", "prices": {}}, "currency", "three-letter"),
+        ({"prices": {"*": {}}}, "currency", "is required"),
+        ({"currency": "eur", "prices": {"*": {}}}, "currency", "upper-case"),
+        ({"currency": "EURO", "prices": {"*": {}}}, "currency", "three-letter"),
         ({"currency": "EUR"}, "prices", "is required"),
         ({"currency": "EUR", "prices": []}, "prices", "partition name"),
         ({"currency": "EUR", "prices": {"gpu": "2.5"}}, "prices.gpu", "TRES (gpu, cpu, mem, node)"),
+        ({"currency": "EUR", "prices": {}}, "prices", "at least one partition"),
         ({"currency": "EUR", "prices": {"GPU": {}}}, "prices.GPU", "a-z"),
         ({"currency": "EUR", "prices": {"gpu": {"tpu": "1"}}}, "prices.gpu.tpu", "unknown TRES"),
         ({"currency": "EUR", "prices": {"x" * 65: {}}}, "prices." + "x" * 65, "1-64 characters"),
         ({"currency": "EUR", "prices": {"x" * 1000: {}}}, "prices." + "x" * 64 + "…", "1-64 characters"),
         ({"currency": "EUR", "prices": {"a\nb": {}}}, "prices.a\\nb", "a-z"),
-        ({"currency": "EUR", "prices": {}, "price": {}}, "price", "unknown field"),
+        ({"currency": "EUR", "prices": {"*": {}}, "price": {}}, "price", "unknown field"),
         (
-            {"currency": "EUR", "prices": {}, "qos_multipliers": {"high": "0"}},
+            {"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": {"high": "0"}},
             "qos_multipliers.high",
             "above 0",
         ),
         (
-            {"currency": "EUR", "prices": {}, "qos_multipliers": {"high": "100.000001"}},
+            {"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": {"high": "100.000001"}},
             "qos_multipliers.high",
             "largest multiplier",
         ),
         (
-            {"currency": "EUR", "prices": {}, "qos_multipliers": {"hi gh": "1"}},
+            {"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": {"hi gh": "1"}},
             "qos_multipliers.hi gh",
             "a-z",
         ),
-        ({"currency": "EUR", "prices": {}, "qos_multipliers": ["high"]}, "qos_multipliers", "QOS name"),
+        ({"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": ["high"]}, "qos_multipliers", "QOS name"),
     ],
 )
 def test_bad_document_names_its_field(doc: object, field: str, needle: str) -> None:
@@ -166,7 +167,7 @@ def test_qos_multiplier_defaults_to_star_then_one() -> None:
         Decimal(1),
     )
     starred = rate_card_from_document(
-        {"currency": "EUR", "prices": {}, "qos_multipliers": {"*": "2", "low": "0.5"}},
+        {"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": {"*": "2", "low": "0.5"}},
         id=None,
         effective_from=0,
     )

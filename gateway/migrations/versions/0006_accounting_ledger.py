@@ -64,7 +64,7 @@ def upgrade() -> None:
         sa.Column("posted_digest", sa.String(64), nullable=True),
         _timestamp("first_seen_at"),
         _timestamp("updated_at"),
-        sa.UniqueConstraint("cluster", "job_id_raw", "submit_time", name="uq_usage_records_identity"),
+        sa.UniqueConstraint("job_id_raw", "submit_time", "cluster", name="uq_usage_records_identity"),
     )
     op.create_index("ix_usage_records_account_final", "usage_records", ["account", "is_final"])
     op.create_index("ix_usage_records_tenant_final", "usage_records", ["tenant_id", "is_final"])

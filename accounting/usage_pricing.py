@@ -107,14 +107,17 @@ def segments_digest(segments: Sequence[PricedSegment]) -> str:
 def billable_interval(record: UsageRecord) -> tuple[int, int] | None:
     """[start, end) a final record held its allocation; None if it never ran or ran no time at all.
 
-    A final record without an end (slurmdbd missed it) ends at start + elapsed.
+    A final record without an end (slurmdbd missed it) ends at start + elapsed. A resized job's
+    new record keeps the job's first Start but is submitted at the resize, when its allocation
+    began: a record is billed from the later of the two.
     """
     if not record.is_final or record.start_time is None:
         return None
     end = record.end_time if record.end_time is not None else record.start_time + record.elapsed_s
-    if end <= record.start_time:
+    start = max(record.start_time, record.submit_time)
+    if end <= start:
         return None
-    return record.start_time, end
+    return start, end
 
 
 def _priced_segment(

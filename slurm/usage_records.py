@@ -43,7 +43,9 @@ USAGE_FIELDS = (
 USAGE_ENV_OVERRIDES = {"TZ": "UTC", "SLURM_TIME_FORMAT": "%s"}
 
 # A requeued run is over (the job runs again as a new record), so it is billed like an ended job.
-FINAL_STATES = TERMINAL_STATES | {"REQUEUED"}
+# REQUEUED: that run is over (the next is a record of its own); RESIZING: the allocation before a
+# resize is over (the resized one is a record of its own, submitted at the resize).
+FINAL_STATES = TERMINAL_STATES | {"REQUEUED", "RESIZING"}
 # TimelimitRaw (minutes) when the job has no limit of its own.
 _SUBMIT_FIELD = USAGE_FIELDS.index("Submit")
 _ACCOUNT_FIELD = USAGE_FIELDS.index("Account")

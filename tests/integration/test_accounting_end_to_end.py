@@ -61,8 +61,8 @@ PRICES = {
 QOS_MULTIPLIERS = {"normal": "1.5"}
 CURRENCY = "EUR"
 # Fields of the test's own sacct query (no free text, so "|" never occurs in a value).
-SACCT_FIELDS = ("JobIDRaw", "State", "Account", "Partition", "QOS", "Start", "End", "AllocTRES")
-NOT_FINAL = {"PENDING", "RUNNING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "COMPLETING"}
+SACCT_FIELDS = ("JobIDRaw", "State", "Account", "Partition", "QOS", "Submit", "Start", "End", "AllocTRES")
+NOT_FINAL = {"PENDING", "RUNNING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING"}
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
 
@@ -118,6 +118,7 @@ class SacctRow:
     account: str
     partition: str
     qos: str
+    submit: int
     start: int | None
     end: int | None
     tres: dict[str, int]  # cpu, mem (MB), gpu, node
@@ -163,6 +164,7 @@ def raw_sacct_rows(since: int) -> list[SacctRow]:
                 account=values["Account"],
                 partition=values["Partition"],
                 qos=values["QOS"],
+                submit=int(values["Submit"]),
                 start=int(values["Start"]) if values["Start"].isdigit() else None,
                 end=int(values["End"]) if values["End"].isdigit() else None,
                 tres=parse_alloc_tres(values["AllocTRES"]),
@@ -187,12 +189,15 @@ def parse_alloc_tres(text: str) -> dict[str, int]:
 
 
 def recompute(rows: list[SacctRow]) -> dict[tuple[str, str], Expected]:
-    """Use and cost per (tenant, partition) of the final, started rows: billed from Start to End."""
+    """Use and cost per (tenant, partition) of the final, started rows: billed from Start (or
+    Submit, when later: a resized job's new record) to End."""
     expected: dict[tuple[str, str], Expected] = defaultdict(Expected)
     for row in rows:
-        if row.state in NOT_FINAL or row.start is None or row.end is None or row.end <= row.start:
+        if row.state in NOT_FINAL or row.start is None or row.end is None:
             continue
-        seconds = row.end - row.start
+        seconds = row.end - max(row.start, row.submit)
+        if seconds <= 0:
+            continue
         prices = {name: Decimal(value) for name, value in PRICES[row.partition].items()}
         per_hour = (
             row.tres["cpu"] * prices.get("cpu", Decimal(0))

@@ -305,6 +305,10 @@ def usage_record(**changes: object) -> UsageRecord:
     [
         ({}, (1_100, 1_700)),
         ({"state": "REQUEUED"}, (1_100, 1_700)),
+        # A resize: the allocation before it is final; the new record starts at the resize.
+        ({"state": "RESIZING"}, (1_100, 1_700)),
+        ({"submit_time": 1_400}, (1_400, 1_700)),
+        ({"submit_time": 1_700}, None),
         ({"state": "CANCELLED", "end_time": None}, (1_100, 1_700)),
         ({"state": "RUNNING", "end_time": None}, None),
         ({"state": "PENDING", "start_time": None, "end_time": None, "elapsed_s": 0}, None),

@@ -1,5 +1,6 @@
 import pytest
 
+from accounting.usage_pricing import billable_interval
 from slurm.errors import SlurmOutputError
 from slurm.usage_records import (
     USAGE_ENV_OVERRIDES,
@@ -236,3 +237,14 @@ def good_line() -> str:
 def test_malformed_lines_are_refused(line: str) -> None:
     with pytest.raises(SlurmOutputError):
         parse_usage_records(line)
+
+
+def test_a_resized_job_is_two_final_records_billed_one_after_the_other() -> None:
+    before, after = parse_usage_records(recorded("sacct_usage_resized.txt"))
+    assert (before.state, before.is_final, before.alloc.node, before.alloc.cpu) == ("RESIZING", True, 2, 2)
+    assert (after.state, after.is_final, after.alloc.node, after.alloc.cpu) == ("CANCELLED", True, 1, 1)
+    # The resized record keeps the first Start, but its allocation began at the resize.
+    assert after.start_time == before.start_time
+    assert after.submit_time == before.end_time
+    assert billable_interval(before) == (before.start_time, before.end_time)
+    assert billable_interval(after) == (after.submit_time, after.end_time)

@@ -19,13 +19,14 @@ starts a look-back before the cursor, so records that reach slurmdbd late are st
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +37,7 @@ from accounting.rate_cards import RateCard, rate_card_from_document
 from accounting.usage_pricing import PricedSegment, billable_interval, price_usage, segments_digest
 from gateway.storage_models import Tenant
 from slurm.command_runner import CommandRunner
+from slurm.errors import SlurmOutputError
 from slurm.usage_records import (
     USAGE_ENV_OVERRIDES,
     TresCounts,
@@ -43,9 +45,14 @@ from slurm.usage_records import (
     UsageRecord,
     iter_usage_lines,
     usage_argv,
+    usage_argv_for_jobs,
 )
 
+logger = logging.getLogger(__name__)
+
 SACCT_SOURCE = "sacct"
+# Job ids per sacct --jobs call when records that left the window are read again.
+REREAD_JOBS_PER_CALL = 500
 # Records per transaction: large enough that per-statement overhead vanishes, small enough that a
 # batch retried after a race is cheap and a transaction holds few locks.
 BATCH_SIZE = 5000
@@ -54,6 +61,7 @@ BATCH_SIZE = 5000
 MAX_BATCH_TRIES = 5
 
 USAGE = "usage"
+_Item = TypeVar("_Item")
 REVERSAL = "reversal"
 
 _records = UsageRecordRow.__table__
@@ -77,6 +85,11 @@ class ReconcileReport:
     records_changed: int
     entries_posted: int
     reversals_posted: int
+    # Records stored as pending or running that the window no longer lists (their end reached
+    # slurmdbd after the window's start), read again by job id.
+    records_reread: int
+    # Lines that could not be read, left out (and logged) so that one cannot stop all billing.
+    records_unreadable: int
     sacct_seconds: float
     total_seconds: float
 
@@ -95,12 +108,14 @@ class _Counts:
     records_changed: int = 0
     entries_posted: int = 0
     reversals_posted: int = 0
+    records_unreadable: int = 0
 
     def add(self, other: _Counts) -> None:
         self.records_seen += other.records_seen
         self.records_changed += other.records_changed
         self.entries_posted += other.entries_posted
         self.reversals_posted += other.reversals_posted
+        self.records_unreadable += other.records_unreadable
 
 
 class _StaleBatch(Exception):
@@ -135,12 +150,20 @@ def reconcile_usage(
         lookback_s=lookback_s,
         initial_window_s=initial_window_s,
     )
-    text = runner.run(usage_argv(window_start, window_end), env={**os.environ, **USAGE_ENV_OVERRIDES})
+    env = {**os.environ, **USAGE_ENV_OVERRIDES}
+    text = runner.run(usage_argv(window_start, window_end), env=env)
     sacct_seconds = time.perf_counter() - started
     context = _pass_context(session_factory, reprice=reprice)
     counts = _Counts()
+    seen: set[tuple[str, str, int]] = set()
     for batch in _batches(iter_usage_lines(text.splitlines()), BATCH_SIZE):
+        seen.update(line.identity for line in batch)
         counts.add(_reconcile_batch(session_factory, batch, context))
+    missing = _provisional_job_ids(session_factory, seen)
+    for chunk in _batches(missing, REREAD_JOBS_PER_CALL):
+        reread = runner.run(usage_argv_for_jobs(chunk), env=env)
+        for batch in _batches(iter_usage_lines(reread.splitlines()), BATCH_SIZE):
+            counts.add(_reconcile_batch(session_factory, batch, context))
     _advance_cursor(session_factory, window_end)
     return ReconcileReport(
         window_start=window_start,
@@ -149,6 +172,8 @@ def reconcile_usage(
         records_changed=counts.records_changed,
         entries_posted=counts.entries_posted,
         reversals_posted=counts.reversals_posted,
+        records_reread=len(missing),
+        records_unreadable=counts.records_unreadable,
         sacct_seconds=sacct_seconds,
         total_seconds=time.perf_counter() - started,
     )
@@ -163,13 +188,32 @@ def _window(
     lookback_s: int,
     initial_window_s: int,
 ) -> tuple[int, int]:
-    end = until if until is not None else now
+    # Never past now: the cursor would move into the future and later windows would be empty.
+    end = min(until, now) if until is not None else now
     if since is not None:
         return since, end
     with session_factory() as session:
         cursor = session.scalar(select(_cursors.c.reconciled_until).where(_cursors.c.source == SACCT_SOURCE))
     start = now - initial_window_s if cursor is None else min(cursor - lookback_s, end)
     return start, end
+
+
+def _provisional_job_ids(
+    session_factory: sessionmaker[Session], seen: Collection[tuple[str, str, int]]
+) -> list[str]:
+    """Raw ids of stored pending or running records this pass's window did not list.
+
+    sacct selects jobs whose end is after the window's start: a job whose end reached slurmdbd
+    late (an outage longer than the look-back) falls out of every later window while the
+    ledger still holds it as running.
+    """
+    with session_factory() as session:
+        rows = session.execute(
+            select(_records.c.cluster, _records.c.job_id_raw, _records.c.submit_time).where(
+                _records.c.is_final.is_(False)
+            )
+        )
+        return sorted({row.job_id_raw for row in rows if tuple(row) not in seen})
 
 
 def _pass_context(session_factory: sessionmaker[Session], *, reprice: bool) -> _PassContext:
@@ -194,8 +238,8 @@ def _pass_context(session_factory: sessionmaker[Session], *, reprice: bool) -> _
     )
 
 
-def _batches(lines: Iterable[UsageLine], size: int) -> Iterator[list[UsageLine]]:
-    iterator = iter(lines)
+def _batches(items: Iterable[_Item], size: int) -> Iterator[list[_Item]]:
+    iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -232,6 +276,7 @@ def _try_batch(
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     postings: list[_Posting] = []
+    unreadable = 0
     with session_factory() as session:
         existing = _existing_records(session, lines)
         for identity, line in lines.items():
@@ -242,7 +287,12 @@ def _try_batch(
             if not changed and not context.reprice:
                 # The same line as last time: nothing to parse, write or post.
                 continue
-            record = line.record()
+            try:
+                record = line.record()
+            except SlurmOutputError as exc:
+                logger.error("accounting: sacct record %s left out: %s", "/".join(map(str, identity)), exc)
+                unreadable += 1
+                continue
             values = _record_values(record, tenant_id)
             posted_digest = row.posted_digest if row is not None else None
             new_posted_digest = posted_digest
@@ -305,6 +355,7 @@ def _try_batch(
         records_changed=len(inserts) + len(updates),
         entries_posted=len(entries),
         reversals_posted=len(reversals),
+        records_unreadable=unreadable,
     )
 
 

@@ -105,6 +105,9 @@ def run_reconcile(args: argparse.Namespace) -> int:
         return _usage_error("--until needs --since")
     if args.since is not None and args.until is not None and args.since >= args.until:
         return _usage_error("--since must be before --until")
+    now = int(time.time())
+    if (args.until or 0) > now or (args.since or 0) >= now:
+        return _usage_error("--since and --until must not be in the future (the ledger holds what ran)")
     if not args.reprice and args.since is None:
         return _usage_error("--no-reprice needs --since (a pass without it never reprices)")
     config = _load_config(args.config)
@@ -114,7 +117,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         report = reconcile_usage(
             session_factory,
             runner,
-            now=int(time.time()),
+            now=now,
             since=args.since,
             until=args.until,
             lookback_s=accounting.lookback_s,

@@ -13,7 +13,7 @@ free text are read, so ``|`` never appears inside a value.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
@@ -72,6 +72,27 @@ def usage_argv(start: int, end: int) -> list[str]:
         utc_time_argument(start),
         "--endtime",
         utc_time_argument(end),
+        "--format=" + ",".join(USAGE_FIELDS),
+    ]
+
+
+def usage_argv_for_jobs(job_ids: Sequence[str]) -> list[str]:
+    """The sacct command listing every run of the jobs ``job_ids`` (JobIDRaw values), whenever.
+
+    With --jobs and no --starttime, sacct searches from the epoch. Same output format as
+    ``usage_argv``; run it with the same environment.
+    """
+    if not job_ids or not all(job_id.isdigit() for job_id in job_ids):
+        raise ValueError("job ids must be raw numeric Slurm job ids")
+    return [
+        "sacct",
+        "--duplicates",
+        "--allocations",
+        "--allusers",
+        "--parsable2",
+        "--noheader",
+        "--noconvert",
+        "--jobs=" + ",".join(job_ids),
         "--format=" + ",".join(USAGE_FIELDS),
     ]
 

@@ -307,6 +307,48 @@ def test_a_running_job_is_provisional_until_it_ends(
     )
 
 
+def test_a_running_record_whose_end_falls_before_the_window_is_read_again_by_job_id(
+    session_factory: sessionmaker[Session], cluster: Cluster, tenant: str
+) -> None:
+    job_id = submit_as_alice(cluster.account, "cpu", "sleep 8")
+    wait_for_state(job_id, frozenset({"RUNNING"}))
+    reconcile(session_factory, cluster)
+    wait_for_state(job_id, frozenset({"COMPLETED"}))
+    ended = sacct_records(cluster)[job_id].end_time
+    assert ended is not None
+    time.sleep(2)
+    # As after a slurmdbd outage longer than the look-back: the window starts after the job's
+    # end, so sacct's window no longer lists it.
+    report = reconcile_usage(
+        session_factory,
+        RUNNER,
+        now=int(time.time()),
+        since=ended + 1,
+        lookback_s=LOOKBACK_S,
+        initial_window_s=INITIAL_WINDOW_S,
+    )
+    assert report.records_reread >= 1
+    with session_factory() as session:
+        row = session.scalars(sa.select(UsageRecordRow).where(UsageRecordRow.job_id_raw == job_id)).one()
+        assert (row.state, row.is_final) == ("COMPLETED", True)
+    record = sacct_records(cluster)[job_id]
+    assert live_entries(ledger(session_factory, cluster.account))[job_id] == expected_entries(
+        record, rate_cards(session_factory)
+    )
+
+
+def test_a_window_is_never_reconciled_past_now(
+    session_factory: sessionmaker[Session], cluster: Cluster, tenant: str
+) -> None:
+    now = int(time.time())
+    report = reconcile(session_factory, cluster, until=now + 86_400)
+    assert report.window_end <= int(time.time())
+    later = reconcile_usage(
+        session_factory, RUNNER, now=int(time.time()), lookback_s=60, initial_window_s=INITIAL_WINDOW_S
+    )
+    assert later.window_start < later.window_end
+
+
 def race(session_factory: sessionmaker[Session], since: int, **kwargs: Any) -> list[ReconcileReport]:
     """Two reconcile passes over the same window at once; their reports."""
     start = threading.Barrier(2)

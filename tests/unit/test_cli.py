@@ -129,3 +129,16 @@ def test_crosscheck_bucket_is_hour_or_day(capsys: pytest.CaptureFixture[str]) ->
 def test_no_reprice_needs_since(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reconcile", "--no-reprice"]) == EXIT_CONFIG_ERROR
     assert "--no-reprice needs --since" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--until", "2999-01-01"), ("--since", "2999-01-01")])
+def test_reconcile_refuses_a_window_in_the_future(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = (
+        ["reconcile", option, value]
+        if option == "--since"
+        else ["reconcile", "--since", "2026-01-01", option, value]
+    )
+    assert main(argv) == EXIT_CONFIG_ERROR
+    assert "must not be in the future" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from slurm.usage_records import (
     parse_tres,
     parse_usage_records,
     usage_argv,
+    usage_argv_for_jobs,
 )
 from tests.unit.slurm_output_fixtures import recorded
 
@@ -248,3 +249,11 @@ def test_a_resized_job_is_two_final_records_billed_one_after_the_other() -> None
     assert after.submit_time == before.end_time
     assert billable_interval(before) == (before.start_time, before.end_time)
     assert billable_interval(after) == (after.submit_time, after.end_time)
+
+
+def test_a_reread_by_job_id_has_no_window_and_only_raw_ids() -> None:
+    argv = usage_argv_for_jobs(["2355", "2168"])
+    assert "--jobs=2355,2168" in argv and "--duplicates" in argv and "--allusers" in argv
+    assert not any(arg.startswith(("--starttime", "--endtime", "--state")) for arg in argv)
+    with pytest.raises(ValueError, match="raw numeric"):
+        usage_argv_for_jobs(["2162_0"])

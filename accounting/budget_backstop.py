@@ -2,7 +2,10 @@
 
 A tenant whose posted + running use has reached a budget kind (100 %, judged by
 accounting.projected_use.judge_budget without a new job) gets that kind's lock on its Slurm
-account (slurm.association_limits.BudgetLock); every other tenant's account is unlocked. The
+account (slurm.association_limits.BudgetLock); every other tenant with a budget (in force or
+not) is unlocked. Tenants that never had a budget are left alone. The locks' limits
+(GrpSubmitJobs, GrpTRESRunMins for cpu and gres/gpu on the account association) belong to the
+gateway on budgeted tenants' accounts: an administrator's own values for them are replaced. The
 gateway's own admission refuses at 90 % before this ever bites, so the backstop only stops
 direct ``sbatch -A`` use. Idempotent: accounts already right get no command.
 """
@@ -14,6 +17,7 @@ from collections.abc import Collection
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from accounting.ledger_models import TenantBudget
 from accounting.projected_use import AMOUNT, GPU_HOURS, judge_budget
 from gateway.budget_admission import posted_term, slurm_jobs, tenant_budget_state
 from gateway.storage_models import Tenant
@@ -25,7 +29,10 @@ def desired_budget_locks(
     session: Session, *, now: int, tenant_ids: Collection[str] | None = None
 ) -> dict[str, BudgetLock]:
     """Slurm account -> the lock its tenant's budget calls for now (unlocked: no budget or room left)."""
-    statement = select(Tenant).order_by(Tenant.id)
+    # Tenants that never had a budget are not the backstop's: their accounts' limits stay as an
+    # administrator set them.
+    budgeted = select(TenantBudget.tenant_id)
+    statement = select(Tenant).where(Tenant.id.in_(budgeted)).order_by(Tenant.id)
     if tenant_ids is not None:
         statement = statement.where(Tenant.id.in_(tenant_ids))
     locks = {}

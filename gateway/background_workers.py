@@ -303,10 +303,13 @@ def _accounting_loop(
         bin_dir=Path(config.slurm.bin_dir) if config.slurm.bin_dir is not None else None,
     )
 
-    def accounting_step() -> bool:
-        if not try_acquire_lease(
+    def leading() -> bool:
+        return try_acquire_lease(
             session_factory, ACCOUNTING_LEASE, worker_id, ttl_s=settings.lease_s, now=datetime.now(UTC)
-        ):
+        )
+
+    def accounting_step() -> bool:
+        if not leading():
             return False
         now = int(time.time())
         report = reconcile_usage(
@@ -316,6 +319,9 @@ def _accounting_loop(
             lookback_s=settings.lookback_s,
             initial_window_s=settings.initial_window_s,
         )
+        # A long pass may have outlived the lease: Slurm's limits are set by the leader alone.
+        if not leading():
+            return False
         commands = sync_budget_backstop(session_factory, runner, now=now)
         if report.records_changed or report.entries_posted or commands:
             logger.info(

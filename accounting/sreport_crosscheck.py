@@ -1,11 +1,12 @@
 """Cross-check the ledger's usage with ``sreport`` per time bucket and explain each difference.
 
-The ledger side is recomputed per bucket from the usage records' billable intervals (entries are
-per UTC day, too coarse for hour buckets); the Slurm side is slurmdbd's rollup as ``sreport``
-shows it. They differ for known reasons, which each row names: slurmdbd rolls usage up hourly
-(the latest hours are not in sreport yet), running jobs count in sreport but reach the ledger
-only once they end, an account may not have been reconciled (or is no tenant's), and sreport
-works in whole seconds per job.
+The ledger side is the sum of the ledger entries, reversals included, per account and bucket:
+an entry holds constant TRES counts over [usage_start, usage_end), so it splits into hour or
+day buckets exactly. The Slurm side is slurmdbd's rollup as ``sreport`` shows it. The usage
+records only explain differences: running jobs count in sreport but reach the ledger only once
+they end, and a final record the reconciler never posted is missing. Other known reasons:
+slurmdbd rolls usage up hourly (the latest hours are not in sreport yet), an account may not
+have been reconciled at all, and sreport works in whole seconds per job.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from accounting.ledger_models import UsageRecordRow
+from accounting.ledger_models import LedgerEntry, UsageRecordRow
 from accounting.usage_pricing import billable_interval
-from gateway.storage_models import Tenant
 from slurm.command_runner import CommandRunner
 from slurm.sreport_usage import SREPORT_ENV_OVERRIDES, parse_sreport_usage, sreport_argv
 from slurm.usage_records import TresCounts, UsageRecord
@@ -39,32 +39,52 @@ REASONS = {
     "match": "equal",
     "not_rolled_up": "slurmdbd has not rolled this bucket up yet (rollup runs hourly); sreport lags",
     "running": "jobs still running: sreport counts their usage so far, the ledger only once they end",
+    "not_posted": "ended jobs' usage records were never posted to the ledger: "
+    "run `slurm-gateway reconcile --since`",
     "rounding": "within sreport's whole-second rounding (at most one second per job and TRES unit)",
-    "not_a_tenant": "the account is no tenant's and has no usage records in the ledger",
-    "not_reconciled": "no usage records of this account in the window: run `slurm-gateway reconcile --since`",
-    "unexplained": "unexplained: check for late records (slurmdbd outage) or removed associations",
+    "not_reconciled": "no ledger entries or usage records of this account here: "
+    "run `slurm-gateway reconcile --since`",
+    "unexplained": "unexplained: check for lost or doubled ledger entries, late records "
+    "(slurmdbd outage) or removed associations",
 }
 
 
 @dataclass(frozen=True, slots=True)
-class UsageInterval:
-    """One record's usage as the cross-check counts it: TRES counts over [start, end)."""
+class UsageSpan:
+    """An account's TRES-seconds spent at a constant rate over [start, end): a ledger entry's or a job's.
+
+    Seconds are negative for a reversal.
+    """
 
     account: str
     start: int
     end: int
-    cpu: int
-    gpu: int
-    final: bool  # False: running, provisional (not in the ledger yet)
+    cpu_seconds: int
+    gpu_seconds: int
+
+    def by_tres(self) -> tuple[tuple[str, int], ...]:
+        """(sreport TRES name, TRES-seconds) for each compared TRES."""
+        return (("cpu", self.cpu_seconds), ("gres/gpu", self.gpu_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUsage:
+    """A usage record's usage as far as it explains differences, and what the ledger should hold of it."""
+
+    span: UsageSpan
+    final: bool  # False: running, provisional (the ledger holds it once it ends)
+    posted: bool  # the reconciler posted its entries (posted_digest set)
 
 
 @dataclass(slots=True)
 class BucketUsage:
-    """An account's usage in one bucket, ledger (final records) and provisional (running) apart."""
+    """An account's usage in one bucket: the ledger's, and the records' usage the ledger lacks."""
 
-    seconds: dict[str, int] = field(default_factory=dict)  # TRES name -> ledger TRES-seconds
+    seconds: dict[str, int] = field(default_factory=dict)  # TRES name -> net ledger TRES-seconds
     provisional: dict[str, int] = field(default_factory=dict)  # TRES name -> running TRES-seconds
+    unposted: dict[str, int] = field(default_factory=dict)  # TRES name -> final, never-posted TRES-seconds
     rounding: dict[str, int] = field(default_factory=dict)  # TRES name -> tolerance in TRES-seconds
+    seen: bool = False  # some ledger entry or usage record of the account overlaps the bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,80 +117,126 @@ def bucket_starts(start: int, end: int, bucket_s: int) -> list[int]:
     return list(range(first, end, bucket_s))
 
 
-def usage_intervals(records: Iterable[UsageRecord], *, now: int) -> list[UsageInterval]:
-    """Each record's counted interval: billable (final) or from start to now (running)."""
-    intervals = []
-    for record in records:
-        if record.is_final:
-            interval = billable_interval(record)
-        elif record.start_time is not None:
-            interval = (record.start_time, max(now, record.start_time))
-        else:
-            interval = None
-        if interval is None or interval[1] <= interval[0]:
-            continue
-        intervals.append(
-            UsageInterval(
-                record.account, interval[0], interval[1], record.alloc.cpu, record.alloc.gpu, record.is_final
-            )
+def record_usage(record: UsageRecord, *, posted: bool, now: int) -> RecordUsage | None:
+    """The record's usage: billable (final) or from start to now (running); None if it used nothing."""
+    if record.is_final:
+        interval = billable_interval(record)
+    elif record.start_time is not None:
+        interval = (record.start_time, max(now, record.start_time))
+    else:
+        interval = None
+    if interval is None or interval[1] <= interval[0]:
+        return None
+    start, end = interval
+    span = UsageSpan(
+        record.account, start, end, record.alloc.cpu * (end - start), record.alloc.gpu * (end - start)
+    )
+    return RecordUsage(span, final=record.is_final, posted=posted)
+
+
+def split_span(
+    span: UsageSpan, buckets: Sequence[int], bucket_s: int
+) -> Iterator[tuple[int, dict[str, int]]]:
+    """(bucket start, TRES-seconds by TRES) for each bucket the span overlaps, split exactly.
+
+    Each piece is the difference of the running total at its edges (truncated toward zero), so
+    the pieces add up to the span's part inside the buckets and a reversal's pieces are exactly
+    the negated pieces of the entry it reverses.
+    """
+    if not buckets or span.end <= span.start:
+        return
+    first, last_end = buckets[0], buckets[-1] + bucket_s
+    start, end = max(span.start, first), min(span.end, last_end)
+    bucket = start - (start - first) % bucket_s
+    while bucket < end:
+        piece_start, piece_end = max(start, bucket), min(end, bucket + bucket_s)
+        yield (
+            bucket,
+            {
+                tres: _spent_before(span, seconds, piece_end) - _spent_before(span, seconds, piece_start)
+                for tres, seconds in span.by_tres()
+            },
         )
-    return intervals
+        bucket += bucket_s
 
 
 def usage_by_bucket(
-    intervals: Iterable[UsageInterval], buckets: Sequence[int], bucket_s: int
+    entries: Iterable[UsageSpan], records: Iterable[RecordUsage], buckets: Sequence[int], bucket_s: int
 ) -> dict[tuple[int, str], BucketUsage]:
-    """TRES-seconds per (bucket start, account), splitting each interval at bucket edges."""
+    """Usage per (bucket start, account): net ledger entries, and records' usage the ledger lacks.
+
+    A running record counts as provisional, a final one never posted as unposted; a posted
+    final record only marks its buckets as seen (its usage should be in the entries).
+    """
     usage: dict[tuple[int, str], BucketUsage] = defaultdict(BucketUsage)
-    if not buckets:
-        return {}
-    first, last_end = buckets[0], buckets[-1] + bucket_s
-    for interval in intervals:
-        start, end = max(interval.start, first), min(interval.end, last_end)
-        bucket = start - (start - first) % bucket_s
-        while bucket < end:
-            overlap = min(end, bucket + bucket_s) - max(start, bucket)
-            entry = usage[(bucket, interval.account)]
-            target = entry.seconds if interval.final else entry.provisional
-            for tres, count in (("cpu", interval.cpu), ("gres/gpu", interval.gpu)):
-                target[tres] = target.get(tres, 0) + count * overlap
-                entry.rounding[tres] = entry.rounding.get(tres, 0) + count
-            bucket += bucket_s
+    for entry in entries:
+        _add_span(usage, entry, "seconds", buckets, bucket_s)
+    for record in records:
+        kind = "provisional" if not record.final else None if record.posted else "unposted"
+        _add_span(usage, record.span, kind, buckets, bucket_s)
     return dict(usage)
 
 
+def _add_span(
+    usage: dict[tuple[int, str], BucketUsage],
+    span: UsageSpan,
+    kind: str | None,
+    buckets: Sequence[int],
+    bucket_s: int,
+) -> None:
+    # kind: the BucketUsage field the span's TRES-seconds add to (None: the span is only seen).
+    duration = span.end - span.start
+    for bucket, pieces in split_span(span, buckets, bucket_s):
+        bucket_usage = usage[(bucket, span.account)]
+        bucket_usage.seen = True
+        if kind is None:
+            continue
+        target: dict[str, int] = getattr(bucket_usage, kind)
+        for tres, seconds in span.by_tres():
+            target[tres] = target.get(tres, 0) + pieces[tres]
+            # TRES count over the span; a reversal's is negative and cancels its entry's.
+            bucket_usage.rounding[tres] = bucket_usage.rounding.get(tres, 0) + _toward_zero(seconds, duration)
+
+
+def _spent_before(span: UsageSpan, seconds: int, instant: int) -> int:
+    return _toward_zero(seconds * (instant - span.start), span.end - span.start)
+
+
+def _toward_zero(numerator: int, denominator: int) -> int:
+    quotient = abs(numerator) // denominator
+    return quotient if numerator >= 0 else -quotient
+
+
 def compare_usage(
-    ledger: Mapping[tuple[int, str], BucketUsage],
+    usage: Mapping[tuple[int, str], BucketUsage],
     sreport: Mapping[tuple[int, str], Mapping[str, int]],
     *,
     bucket_s: int,
     rolled_up_until: int,
-    recorded_accounts: Set[str],
-    tenant_accounts: Set[str],
 ) -> list[CrosscheckRow]:
     """One row per (bucket, account, TRES) that either side has usage for, with its reason.
 
-    ``sreport`` maps (bucket start, account) to TRES-seconds by TRES name; ``recorded_accounts``
-    are the accounts with usage records in the window, ``tenant_accounts`` the tenants' accounts.
+    ``usage`` is usage_by_bucket's; ``sreport`` maps (bucket start, account) to TRES-seconds by
+    TRES name.
     """
     rows = []
-    for bucket, account in sorted(set(ledger) | set(sreport)):
-        usage = ledger.get((bucket, account), BucketUsage())
+    for bucket, account in sorted(set(usage) | set(sreport)):
+        bucket_usage = usage.get((bucket, account), BucketUsage())
         reported = sreport.get((bucket, account), {})
         for tres in COMPARED_TRES:
-            ledger_s = usage.seconds.get(tres, 0)
+            ledger_s = bucket_usage.seconds.get(tres, 0)
             sreport_s = reported.get(tres, 0)
-            provisional_s = usage.provisional.get(tres, 0)
-            if ledger_s == sreport_s == provisional_s == 0:
+            provisional_s = bucket_usage.provisional.get(tres, 0)
+            unposted_s = bucket_usage.unposted.get(tres, 0)
+            if ledger_s == sreport_s == provisional_s == unposted_s == 0:
                 continue
             reason = _reason(
-                ledger_s,
-                sreport_s,
+                sreport_s - ledger_s,
                 provisional_s,
-                tolerance=usage.rounding.get(tres, 0),
+                unposted_s,
+                tolerance=max(0, bucket_usage.rounding.get(tres, 0)),
                 rolled_up=bucket + bucket_s <= rolled_up_until,
-                recorded=account in recorded_accounts,
-                tenant=account in tenant_accounts,
+                seen=bucket_usage.seen,
             )
             rows.append(
                 CrosscheckRow(
@@ -181,27 +247,25 @@ def compare_usage(
 
 
 def _reason(
-    ledger_s: int,
-    sreport_s: int,
+    difference: int,
     provisional_s: int,
+    unposted_s: int,
     *,
     tolerance: int,
     rolled_up: bool,
-    recorded: bool,
-    tenant: bool,
+    seen: bool,
 ) -> str:
-    difference = sreport_s - ledger_s
-    if difference == 0 and provisional_s == 0:
+    if difference == provisional_s == unposted_s == 0:
         return "match"
     if not rolled_up:
         return "not_rolled_up"
-    if provisional_s and abs(difference - provisional_s) <= tolerance:
-        return "running"
-    if abs(difference) <= tolerance:
-        return "rounding"
-    if ledger_s == 0 and provisional_s == 0 and not recorded:
-        return "not_reconciled" if tenant else "not_a_tenant"
-    return "unexplained"
+    # What the ledger lacks (running, never posted) must explain the difference, up to rounding;
+    # so rounding alone only where the ledger lacks nothing: a stale running record is no rounding.
+    if abs(difference - provisional_s - unposted_s) <= tolerance:
+        if unposted_s:
+            return "not_posted"
+        return "running" if provisional_s else "rounding"
+    return "unexplained" if seen else "not_reconciled"
 
 
 def rollup_last_ran(stats_text: str) -> int | None:
@@ -235,8 +299,36 @@ def sreport_by_bucket(
     return reported
 
 
-def load_usage_records(session_factory: sessionmaker[Session], start: int, end: int) -> list[UsageRecord]:
-    """Usage records that started before ``end`` and had not ended before ``start``."""
+def load_ledger_spans(session_factory: sessionmaker[Session], start: int, end: int) -> list[UsageSpan]:
+    """Every ledger entry, reversals included, whose usage overlaps [start, end)."""
+    # An entry lies within its UTC day: the day bounds let the query use the day index.
+    first_day = datetime.fromtimestamp(start, UTC).date()
+    last_day = datetime.fromtimestamp(end - 1, UTC).date()
+    with session_factory() as session:
+        rows = session.execute(
+            select(
+                LedgerEntry.account,
+                LedgerEntry.usage_start,
+                LedgerEntry.usage_end,
+                LedgerEntry.cpu_seconds,
+                LedgerEntry.gpu_seconds,
+            ).where(
+                LedgerEntry.day.between(first_day, last_day),
+                LedgerEntry.usage_start < end,
+                LedgerEntry.usage_end > start,
+            )
+        ).all()
+    return [UsageSpan(*row) for row in rows]
+
+
+def load_usage_records(
+    session_factory: sessionmaker[Session], start: int, end: int
+) -> list[tuple[UsageRecord, bool]]:
+    """Usage records that started before ``end`` and had not ended before ``start``.
+
+    Each comes with whether the reconciler posted it (``posted_digest`` set): a posted record
+    whose entries are missing is the ledger's fault, not a pass still to run.
+    """
     with session_factory() as session:
         rows = session.scalars(
             select(UsageRecordRow).where(
@@ -245,7 +337,7 @@ def load_usage_records(session_factory: sessionmaker[Session], start: int, end: 
                 or_(UsageRecordRow.end_time.is_(None), UsageRecordRow.end_time > start),
             )
         ).all()
-        return [_usage_record(row) for row in rows]
+        return [(_usage_record(row), row.posted_digest is not None) for row in rows]
 
 
 def _usage_record(row: UsageRecordRow) -> UsageRecord:
@@ -271,12 +363,6 @@ def _usage_record(row: UsageRecordRow) -> UsageRecord:
     )
 
 
-def tenant_accounts(session_factory: sessionmaker[Session]) -> set[str]:
-    """Every tenant's Slurm account."""
-    with session_factory() as session:
-        return set(session.scalars(select(Tenant.slurm_account)).all())
-
-
 def crosscheck(
     session_factory: sessionmaker[Session],
     runner: CommandRunner,
@@ -289,17 +375,24 @@ def crosscheck(
     """Compare the ledger with sreport over [start, end) in ``bucket`` ("hour" or "day") buckets."""
     bucket_s = BUCKET_SECONDS[bucket]
     buckets = bucket_starts(start, end, bucket_s)
-    records = load_usage_records(session_factory, buckets[0], buckets[-1] + bucket_s) if buckets else []
-    ledger = usage_by_bucket(usage_intervals(records, now=now), buckets, bucket_s)
+    if buckets:
+        window_start, window_end = buckets[0], buckets[-1] + bucket_s
+        entries = load_ledger_spans(session_factory, window_start, window_end)
+        records = load_usage_records(session_factory, window_start, window_end)
+    else:
+        entries, records = [], []
+    usages = [
+        usage
+        for record, posted in records
+        if (usage := record_usage(record, posted=posted, now=now)) is not None
+    ]
     reported = sreport_by_bucket(runner, buckets, bucket_s)
     last_ran = rollup_last_ran(runner.run(list(STATS_ARGV)))
     return compare_usage(
-        ledger,
+        usage_by_bucket(entries, usages, buckets, bucket_s),
         reported,
         bucket_s=bucket_s,
         rolled_up_until=rolled_up_until(last_ran, now=now),
-        recorded_accounts={record.account for record in records},
-        tenant_accounts=tenant_accounts(session_factory),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from gateway.config import ConfigError, GatewayConfig, config_as_json, load_conf
 from gateway.database import create_database_engine, normalized_database_url, redacted_database_url
 from gateway.hs256_secret import ensure_hs256_secret, hs256_secret_path
 from gateway.principal import Role
-from gateway.schema_migrations import current_revision, migrate_to_head
+from gateway.schema_migrations import current_revision, head_revision, migrate_to_head
 from gateway.token_minting import mint_token
 from gateway.version import DISTRIBUTION_NAME, package_version
 
@@ -59,6 +60,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema (run before serve)")
     _add_config_option(migrate)
+    migrate.add_argument(
+        "--status",
+        action="store_true",
+        help="change nothing: print the database's revision and the code's head as JSON",
+    )
     migrate.set_defaults(handler=_migrate)
 
     token = commands.add_parser("token", help="print a bearer token signed with the configured HS256 secret")
@@ -151,6 +157,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     config = _load_checked_config(args.config)
+    if args.status:
+        return _print_schema_status(config)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     engine = create_database_engine(config.database.url)
     try:
@@ -164,6 +172,26 @@ def _migrate(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"database {redacted_database_url(config.database.url)} at revision {revision}")
+    return EXIT_OK
+
+
+def _print_schema_status(config: GatewayConfig) -> int:
+    # Deployment tools report a migration only when the schema is behind; reading must not
+    # create a SQLite database that does not exist yet.
+    url = normalized_database_url(config.database.url)
+    sqlite_file = url.database if url.get_backend_name() == "sqlite" else None
+    current = None
+    if not sqlite_file or Path(sqlite_file).exists():
+        engine = create_database_engine(config.database.url)
+        try:
+            current = current_revision(engine)
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            _print_error(f"reading the schema revision failed: {str(cause).strip().splitlines()[0]}")
+            return EXIT_RUNTIME_ERROR
+        finally:
+            engine.dispose()
+    print(json.dumps({"current": current, "head": head_revision()}))
     return EXIT_OK
 
 

@@ -142,3 +142,17 @@ def test_reconcile_refuses_a_window_in_the_future(
     )
     assert main(argv) == EXIT_CONFIG_ERROR
     assert "must not be in the future" in capsys.readouterr().err
+
+
+def test_migrate_status_reads_without_creating_and_follows_the_migration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = tmp_path / "state" / "gateway.db"
+    assert main(["migrate", "--status"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert before["current"] is None and before["head"]
+    assert not database.exists()
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    assert main(["migrate", "--status"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"current": before["head"], "head": before["head"]}

@@ -11,27 +11,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import msgspec
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounting.sreport_crosscheck import BUCKET_SECONDS, crosscheck, format_table, row_document
 from accounting.usage_reconciler import reconcile_usage
-from gateway.config import GatewayConfig, load_config
-from gateway.database import create_database_engine, normalized_database_url
+from gateway.cli_support import EXIT_OK, EXIT_USAGE_ERROR, load_checked_config, print_error
+from gateway.config import GatewayConfig
+from gateway.database import create_database_engine
 from gateway.slurm_driver import command_runner_from_config
 from slurm.command_runner import CommandRunner
 
-EXIT_OK = 0
-EXIT_RUNTIME_ERROR = 1
-EXIT_USAGE_ERROR = 2
 # sacct over a long --since window (months, 100k+ records) takes far longer than a status query.
 SACCT_TIMEOUT_S = 3600.0
 
@@ -110,7 +105,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         return _usage_error("--since and --until must not be in the future (the ledger holds what ran)")
     if not args.reprice and args.since is None:
         return _usage_error("--no-reprice needs --since (a pass without it never reprices)")
-    config = _load_config(args.config)
+    config = load_checked_config(args.config)
     accounting = config.accounting
     with _session_factory(config) as session_factory:
         runner = _reconcile_runner(config)
@@ -132,7 +127,7 @@ def run_crosscheck(args: argparse.Namespace) -> int:
     """Compare ledger usage with sreport; prints a table, or JSON with --json."""
     if args.start >= args.end:
         return _usage_error("--from must be before --to")
-    config = _load_config(args.config)
+    config = load_checked_config(args.config)
     with _session_factory(config) as session_factory:
         rows = crosscheck(
             session_factory,
@@ -147,12 +142,6 @@ def run_crosscheck(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows))
     return EXIT_OK
-
-
-def _load_config(path: Path | None) -> GatewayConfig:
-    config = load_config(path, os.environ)
-    normalized_database_url(config.database.url)
-    return config
 
 
 @contextmanager
@@ -170,9 +159,5 @@ def _reconcile_runner(config: GatewayConfig) -> CommandRunner:
 
 
 def _usage_error(message: str) -> int:
-    _print_error(message)
+    print_error(message)
     return EXIT_USAGE_ERROR
-
-
-def _print_error(message: str) -> None:
-    print(f"slurm-gateway: {message}", file=sys.stderr)

@@ -6,8 +6,6 @@ import argparse
 import gc
 import json
 import logging
-import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
@@ -18,7 +16,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.accounting_cli import add_accounting_commands
 from gateway.app import create_app
-from gateway.config import ConfigError, GatewayConfig, config_as_json, load_config
+from gateway.cli_support import (
+    EXIT_OK,
+    EXIT_RUNTIME_ERROR,
+    EXIT_USAGE_ERROR,
+    database_error_summary,
+    load_checked_config,
+    print_error,
+)
+from gateway.config import ConfigError, GatewayConfig, config_as_json
 from gateway.database import create_database_engine, normalized_database_url, redacted_database_url
 from gateway.hs256_secret import ensure_hs256_secret, hs256_secret_path
 from gateway.principal import Role
@@ -26,9 +32,7 @@ from gateway.schema_migrations import current_revision, head_revision, migrate_t
 from gateway.token_minting import mint_token
 from gateway.version import DISTRIBUTION_NAME, package_version
 
-EXIT_OK = 0
-EXIT_RUNTIME_ERROR = 1
-EXIT_CONFIG_ERROR = 2
+EXIT_CONFIG_ERROR = EXIT_USAGE_ERROR
 # Allocations between young garbage collections while serving (CPython's default: 700).
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -41,10 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        _print_error(f"config error: {exc}")
+        print_error(f"config error: {exc}")
         return EXIT_CONFIG_ERROR
     except OSError as exc:
-        _print_error(str(exc))
+        print_error(str(exc))
         return EXIT_RUNTIME_ERROR
 
 
@@ -117,15 +121,8 @@ def _positive_seconds(value: str) -> int:
     return seconds
 
 
-def _load_checked_config(path: Path | None) -> GatewayConfig:
-    config = load_config(path, os.environ)
-    # Fail here with a clear line rather than inside the server's start-up.
-    normalized_database_url(config.database.url)
-    return config
-
-
 def _serve(args: argparse.Namespace) -> int:
-    config = _load_checked_config(args.config)
+    config = load_checked_config(args.config)
     server = msgspec.structs.replace(
         config.server,
         host=args.host if args.host is not None else config.server.host,
@@ -156,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    config = _load_checked_config(args.config)
+    config = load_checked_config(args.config)
     if args.status:
         return _print_schema_status(config)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
@@ -165,9 +162,7 @@ def _migrate(args: argparse.Namespace) -> int:
         migrate_to_head(engine)
         revision = current_revision(engine)
     except SQLAlchemyError as exc:
-        # The DBAPI message says what is wrong (unreachable, auth); SQLAlchemy's wrapper adds noise.
-        cause = getattr(exc, "orig", None) or exc
-        _print_error(f"migration failed: {str(cause).strip().splitlines()[0]}")
+        print_error(f"migration failed: {database_error_summary(exc)}")
         return EXIT_RUNTIME_ERROR
     finally:
         engine.dispose()
@@ -186,8 +181,7 @@ def _print_schema_status(config: GatewayConfig) -> int:
         try:
             current = current_revision(engine)
         except SQLAlchemyError as exc:
-            cause = getattr(exc, "orig", None) or exc
-            _print_error(f"reading the schema revision failed: {str(cause).strip().splitlines()[0]}")
+            print_error(f"reading the schema revision failed: {database_error_summary(exc)}")
             return EXIT_RUNTIME_ERROR
         finally:
             engine.dispose()
@@ -196,14 +190,14 @@ def _print_schema_status(config: GatewayConfig) -> int:
 
 
 def _print_token(args: argparse.Namespace) -> int:
-    config = _load_checked_config(args.config)
+    config = load_checked_config(args.config)
     if config.auth.algorithm != "HS256":
         raise ConfigError(
             "auth.algorithm is RS256: tokens come from your identity provider, not this command"
         )
     tenant_scoped = {"user", "tenant-admin"} & set(args.roles)
     if tenant_scoped and args.tenant is None:
-        _print_error(f"--tenant is required for the {' and '.join(sorted(tenant_scoped))} role")
+        print_error(f"--tenant is required for the {' and '.join(sorted(tenant_scoped))} role")
         return EXIT_CONFIG_ERROR
     secret = ensure_hs256_secret(hs256_secret_path(config))
     print(
@@ -213,7 +207,7 @@ def _print_token(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = _load_checked_config(args.config)
+    config = load_checked_config(args.config)
     database = msgspec.structs.replace(config.database, url=redacted_database_url(config.database.url))
     print(config_as_json(msgspec.structs.replace(config, database=database)))
     return EXIT_OK
@@ -222,7 +216,3 @@ def _check_config(args: argparse.Namespace) -> int:
 def _print_version(args: argparse.Namespace) -> int:
     print(f"{DISTRIBUTION_NAME} {package_version()}")
     return EXIT_OK
-
-
-def _print_error(message: str) -> None:
-    print(f"{DISTRIBUTION_NAME}: {message}", file=sys.stderr)

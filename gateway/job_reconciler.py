@@ -160,10 +160,16 @@ class JobReconciler:
         for job in live:
             observation = observations.get(job.slurm_job_id)
             if observation is not None:
-                # Before _apply: an attempt's last report is stored before it ends or is retried.
-                self._record_progress(job, observation)
-            if observation is not None and self._apply(job, observation):
-                updated += 1
+                # A running attempt's state goes first, so that a reader never sees progress on a
+                # job still shown as pending; an ending attempt's last report goes first, before
+                # the end (which may start a retry) is stored.
+                running = observation.state == "RUNNING"
+                if not running:
+                    self._record_progress(job, observation)
+                if self._apply(job, observation):
+                    updated += 1
+                if running:
+                    self._record_progress(job, observation)
             hung = job.hung or (observation is not None and self._went_stale(job, observation))
             if (job.desired_state == DESIRED_CANCEL or hung) and self._cancel(job, observation):
                 cancels += 1

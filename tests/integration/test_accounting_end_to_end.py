@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import time
@@ -295,19 +296,24 @@ def wait_running(job_id: str, timeout_s: float = 60) -> None:
         time.sleep(0.3)
 
 
-def run_again_now(job_id: str, timeout_s: float = 30) -> None:
+def run_again_now(job_id: str, timeout_s: float = 90) -> None:
     """Start a requeued job again now: Slurm holds it back ~2 minutes (BeginTime) otherwise.
 
     The hold is set once the requeued run has finished completing, so the start time is moved
-    each time the job is seen pending, until it runs.
+    each time the job is seen pending, until it runs. Two seconds ahead, not "now": a job
+    started again in the second it was requeued can fail with "Job credential revoked".
     """
     deadline = time.monotonic() + timeout_s
     seen_pending = False
+    moved_at = -math.inf
     while (state := queue_state(job_id)) != "RUNNING" or not seen_pending:
         assert time.monotonic() < deadline, f"requeued job {job_id} not running again after {timeout_s} s"
         if state == "PENDING":
             seen_pending = True
-            run_command(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=False)
+            # Moved again only once the last move had time to take: each move sets it 2 s ahead.
+            if time.monotonic() - moved_at > 4:
+                run_command(["scontrol", "update", f"jobid={job_id}", "starttime=now+2"], check=False)
+                moved_at = time.monotonic()
         time.sleep(0.5)
 
 

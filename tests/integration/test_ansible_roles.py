@@ -8,6 +8,7 @@ is checked by systemd-analyze against Debian's unit.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -85,7 +86,11 @@ def render_playbook(tmp_path: Path) -> Path:
                 "name": "Render the example site's configuration into a scratch directory",
                 "hosts": "slurmctl01",
                 "gather_facts": False,
-                "vars": {"ansible_facts": host_facts(), "common_slurm_config_dir": str(config_dir)},
+                "vars": {
+                    "ansible_facts": host_facts(),
+                    "common_slurm_config_dir": str(config_dir),
+                    "common_restart_marker_dir": str(tmp_path),
+                },
                 "roles": ["slurm_defaults"],
                 "tasks": [
                     {
@@ -119,6 +124,11 @@ def render_playbook(tmp_path: Path) -> Path:
             }
         ],
     )
+
+
+def pending_markers(marker_dir: Path) -> list[str]:
+    """The restarts and reloads a render left pending in marker_dir."""
+    return sorted(p.name for p in marker_dir.glob(".ansible-*-pending-*"))
 
 
 def decision(tmp_path: Path) -> dict[str, bool]:
@@ -168,6 +178,18 @@ def test_example_site_renders_a_production_slurm_conf(rendered_site: Path) -> No
     gpu_nodes = ",".join([f"h100n{i:02d}" for i in range(1, 9)] + [f"a100n{i:02d}" for i in range(1, 5)])
     assert f"PartitionName=gpu Nodes={gpu_nodes} Default=NO MaxTime=2-00:00:00 State=UP" in lines
     assert "GresTypes=gpu" in lines
+    # systemd mode confines and tracks jobs with cgroups.
+    assert "ProctrackType=proctrack/cgroup" in lines
+    assert "TaskPlugin=task/cgroup,task/affinity" in lines
+    assert "JobAcctGatherType=jobacct_gather/cgroup" in lines
+    cgroup_conf = (tmp_path / "etc-slurm" / "cgroup.conf").read_text().splitlines()
+    for line in (
+        "CgroupPlugin=autodetect",
+        "ConstrainCores=yes",
+        "ConstrainDevices=yes",
+        "ConstrainRAMSpace=yes",
+    ):
+        assert line in cgroup_conf
     # Secrets are referenced by path, never inlined.
     assert "StoragePass" not in slurm_conf
     assert "AuthAltParameters=jwt_key=/var/lib/slurm/slurmctld/jwt_hs256.key" in lines
@@ -180,6 +202,13 @@ def test_example_site_renders_a_production_slurm_conf(rendered_site: Path) -> No
     assert "SwitchName=ib-spine Switches=ib-leaf1,ib-leaf2,ib-leaf3,ib-leaf4" in topology
 
     assert decision(tmp_path) == {"changed": True, "restart": True}
+    # The restarts wait on the host until they are done: the controller host runs slurmctld and
+    # slurmrestd, no slurmd.
+    assert pending_markers(tmp_path) == [
+        ".ansible-reload-pending-slurmctld",
+        ".ansible-restart-pending-slurmctld",
+        ".ansible-restart-pending-slurmrestd",
+    ]
 
 
 def test_slurmrestd_drop_in_passes_systemd_analyze(rendered_site: Path, tmp_path: Path) -> None:
@@ -223,12 +252,43 @@ def test_config_changes_reload_or_restart_and_check_mode_shows_the_diff(
     assert "+SlurmdTimeout=120" in check.stdout
     assert decision(tmp_path) == {"changed": True, "restart": False}
     assert slurm_conf.read_text() == before
+    assert pending_markers(tmp_path) == []
+
+    # A reload-class change leaves only reloads pending (slurmrestd always restarts).
+    reload = run_playbook(playbook, "-e", "slurm_slurmd_timeout=120")
+    assert reload.returncode == 0, reload.stdout[-4000:]
+    assert pending_markers(tmp_path) == [
+        ".ansible-reload-pending-slurmctld",
+        ".ansible-restart-pending-slurmrestd",
+    ]
 
     # A port is read only at start.
     changed = run_playbook(playbook, "-e", "slurm_ctld_port=6917")
     assert changed.returncode == 0, changed.stdout[-4000:]
     assert decision(tmp_path) == {"changed": True, "restart": True}
     assert "SlurmctldPort=6917" in slurm_conf.read_text().splitlines()
+
+    # cgroup.conf is read at start only.
+    cgroup = {"CgroupPlugin": "autodetect", "ConstrainCores": "yes", "ConstrainRAMSpace": "no"}
+    relaxed = run_playbook(
+        playbook, "-e", "slurm_ctld_port=6917", "-e", json.dumps({"slurm_cgroup_conf": cgroup})
+    )
+    assert relaxed.returncode == 0, relaxed.stdout[-4000:]
+    assert decision(tmp_path) == {"changed": True, "restart": True}
+    assert "ConstrainRAMSpace=no" in (tmp_path / "etc-slurm" / "cgroup.conf").read_text().splitlines()
+
+
+def test_dev_mode_keeps_process_tracking_without_cgroups(tmp_path: Path) -> None:
+    (tmp_path / "etc-slurm").mkdir()
+    result = run_playbook(render_playbook(tmp_path), "-e", "slurm_service_manager=dev")
+    assert result.returncode == 0, result.stdout[-4000:]
+    lines = (tmp_path / "etc-slurm" / "slurm.conf").read_text().splitlines()
+    assert "ProctrackType=proctrack/linuxproc" in lines
+    assert "TaskPlugin=task/none" in lines
+    assert "JobAcctGatherType=jobacct_gather/linux" in lines
+    # Dev mode is one machine: slurmdbd is reached on loopback.
+    assert "AccountingStorageHost=localhost" in lines
+    assert not (tmp_path / "etc-slurm" / "cgroup.conf").exists()
 
 
 EXAMPLE_GROUPS = {
@@ -275,7 +335,18 @@ VALIDATION_CASES: dict[str, tuple[dict[str, Any], int, str]] = {
             "slurm_partitions": TWO_PARTITIONS,
         },
         BIG_HOST_MEMORY_MB,
-        "gres tpu of node group h100 needs name (gpu, mps, shard or nic)",
+        "gres tpu of node group h100 needs name (gpu or nic)",
+    ),
+    "mps_gres": (
+        {
+            "slurm_node_groups": node_groups(
+                {"name": "mps", "type": "h100", "count": 800, "file": "/dev/nvidia[0-7]"},
+                EXAMPLE_GROUPS["cpu"],
+            ),
+            "slurm_partitions": TWO_PARTITIONS,
+        },
+        BIG_HOST_MEMORY_MB,
+        "gres mps of node group h100 is not supported by these roles yet",
     ),
     "gres_range": (
         {
@@ -346,13 +417,29 @@ def test_validation_fails_early_with_the_offending_names(tmp_path: Path) -> None
             assert expected in outcome, f"{case}: {outcome[:2000]}"
 
 
+def tasks_in(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks of a task list, those inside blocks included (blocks themselves left out)."""
+    found = []
+    for task in tasks:
+        if "block" in task:
+            found += tasks_in(task["block"] + task.get("rescue", []) + task.get("always", []))
+        else:
+            found.append(task)
+    return found
+
+
 def test_tasks_that_handle_secrets_are_no_log() -> None:
-    secret_markers = ("slurmdbd_storage_pass", "common_secret.content", "/dev/urandom")
+    secret_markers = (
+        "slurmdbd_storage_pass",
+        "common_secret.content",
+        "/dev/urandom",
+        "shared_secret_b64 }}",
+    )
     checked = 0
     for task_file in sorted((ANSIBLE_DIR / "roles").glob("slurm*/tasks/*.yml")) + sorted(
         (ANSIBLE_DIR / "roles").glob("common/tasks/*.yml")
     ):
-        for task in yaml.safe_load(task_file.read_text()) or []:
+        for task in tasks_in(yaml.safe_load(task_file.read_text()) or []):
             if any(marker in json.dumps(task) for marker in secret_markers):
                 checked += 1
                 assert task.get("no_log") is True, f"{task_file.name}: {task['name']}"
@@ -363,3 +450,75 @@ def test_tasks_that_handle_secrets_are_no_log() -> None:
     ]
     assert render["diff"] is False
     assert render["no_log"] is True
+
+
+# case: (a key file at the path before the run, the vault variable, expected outcome)
+SECRET_CASES: dict[str, tuple[bytes | None, str, str]] = {
+    "source_without_key": (None, "", "is missing on slurmctl01, the host it is copied from"),
+    "source_with_key": (b"key of slurmctl01", "", "changed=False"),
+    "vault": (b"an older key", base64.b64encode(b"\x00vault\xffkey\n").decode(), "changed=True"),
+}
+
+
+def test_secret_source_is_the_inventory_host_even_outside_the_play(tmp_path: Path) -> None:
+    # Every host is this machine (local connection), so the source host slurmctl01, outside the
+    # play, is reached through delegate_to at the same path the play host reads.
+    plays = []
+    for case, (existing, vault_b64, _) in SECRET_CASES.items():
+        key = tmp_path / f"{case}.key"
+        if existing is not None:
+            key.write_bytes(existing)
+        outcome = {"ansible.builtin.copy": {"dest": str(tmp_path / f"{case}.txt"), "mode": "0644"}}
+        plays.append(
+            {
+                "name": f"Secret case {case}",
+                "hosts": "h100n01",
+                "gather_facts": False,
+                "tasks": [
+                    {
+                        "name": "Distribute the secret and record the outcome",
+                        "block": [
+                            {
+                                "name": "Distribute",
+                                "ansible.builtin.include_role": {
+                                    "name": "common",
+                                    "tasks_from": "shared_secret",
+                                },
+                                "vars": {
+                                    "shared_secret_path": str(key),
+                                    "shared_secret_owner": "root",
+                                    "shared_secret_bytes": 32,
+                                    "shared_secret_b64": vault_b64,
+                                    "shared_secret_b64_name": "slurm_munge_key_b64",
+                                },
+                            },
+                            {
+                                "name": "Record success",
+                                **{
+                                    k: {**v, "content": "changed={{ common_secret_changed }}"}
+                                    for k, v in outcome.items()
+                                },
+                            },
+                        ],
+                        "rescue": [
+                            {
+                                "name": "Record the failure",
+                                **{
+                                    k: {**v, "content": "{{ ansible_failed_result | to_json }}"}
+                                    for k, v in outcome.items()
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    result = run_playbook(write_playbook(tmp_path / "secrets.yml", plays))
+    assert result.returncode == 0, result.stdout[-4000:]
+    for case, (_, _, expected) in SECRET_CASES.items():
+        outcome = (tmp_path / f"{case}.txt").read_text()
+        assert expected in outcome, f"{case}: {outcome[:2000]}"
+    # Nothing was made up on a source outside the play; the vault's bytes arrive exactly.
+    assert not (tmp_path / "source_without_key.key").exists()
+    assert (tmp_path / "source_with_key.key").read_bytes() == b"key of slurmctl01"
+    assert (tmp_path / "vault.key").read_bytes() == b"\x00vault\xffkey\n"

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,11 +34,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO_ROOT / "ansible"
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
+DEV_INVENTORY = ANSIBLE_DIR / "inventories" / "dev" / "hosts.yml"
 DEV_GATEWAY_VARS = ANSIBLE_DIR / "inventories" / "dev" / "group_vars" / "gateway.yml"
 GATEWAY_VARS = yaml.safe_load(DEV_GATEWAY_VARS.read_text())
 BASE_URL = f"http://127.0.0.1:{GATEWAY_VARS['gateway_port']}"
 GATEWAY_CLI = Path(GATEWAY_VARS["gateway_venv"]) / "bin" / "slurm-gateway"
 GATEWAY_CONFIG = GATEWAY_VARS["gateway_config_path"]
+# The role's default: the secrets file beside the configuration.
+GATEWAY_ENVIRONMENT_FILE = Path(GATEWAY_CONFIG).parent / "gateway.env"
 DEV_LAUNCHER = "/usr/local/sbin/slurm-gateway-dev"
 PLAYBOOK_TIMEOUT_S = 600
 JOB_TIMEOUT_S = 120
@@ -62,7 +66,7 @@ class PlaybookRun(NamedTuple):
 def run_site(*args: str) -> PlaybookRun:
     """Run ansible/site.yml on the dev inventory; fail with the output's tail unless it succeeded."""
     result = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), str(ANSIBLE_DIR / "site.yml"), *args],
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(DEV_INVENTORY), str(ANSIBLE_DIR / "site.yml"), *args],
         capture_output=True,
         text=True,
         timeout=PLAYBOOK_TIMEOUT_S,
@@ -143,6 +147,8 @@ def test_site_deploys_a_gateway_whose_tenants_match_the_inventory(
     deployed: PlaybookRun, admin_client: httpx.Client
 ) -> None:
     assert httpx.get(f"{BASE_URL}/readyz", timeout=10).status_code == 200
+    # Secrets have their own root-only file; the configuration keeps its --diff.
+    assert GATEWAY_ENVIRONMENT_FILE.stat().st_mode & 0o777 == 0o600
     for tenant_id in ("ansible_a", "ansible_b"):
         wanted = tenant_inventory(tenant_id)
         tenant = admin_client.get(f"/v1/tenants/{tenant_id}").json()
@@ -228,6 +234,12 @@ def test_systemd_unit_of_the_deployment_verifies(deployed: PlaybookRun, tmp_path
         [
             str(VENV_BIN / "ansible"),
             "localhost",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
             "-m",
             "ansible.builtin.template",
             "-a",
@@ -251,7 +263,10 @@ def test_systemd_unit_of_the_deployment_verifies(deployed: PlaybookRun, tmp_path
         },
     )
     assert rendered.returncode == 0, rendered.stdout[-2000:]
-    assert f"ExecStart={GATEWAY_CLI} serve --config {GATEWAY_CONFIG}" in unit.read_text()
+    unit_text = unit.read_text()
+    assert f"ExecStart={GATEWAY_CLI} serve --config {GATEWAY_CONFIG}" in unit_text
+    assert f"EnvironmentFile={GATEWAY_ENVIRONMENT_FILE}" in unit_text
+    assert f"RequiresMountsFor={GATEWAY_VARS['gateway_job_root']}" in unit_text
     verified = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
     )

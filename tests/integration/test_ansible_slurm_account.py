@@ -55,7 +55,7 @@ def show(*argv: str) -> str:
 def names() -> Iterator[dict[str, str]]:
     """Fresh QOS, account and user names; whatever exists of them is removed afterwards."""
     suffix = uuid.uuid4().hex[:8]
-    created = {"qos": f"sgw_ans_q_{suffix}", "account": f"sgw_ans_a_{suffix}", "user": f"sgw_ans_u_{suffix}"}
+    created = {"qos": f"sgw_ans_q_{suffix}", "account": f"sgw_ans_a_{suffix}", "user": f"sgw_ans.u_{suffix}"}
     yield created
     for kind in ("user", "account", "qos"):
         run_command(
@@ -122,7 +122,14 @@ def test_qos_account_and_user_association_lifecycle(names: dict[str, str]) -> No
     assert again["commands"] == []
     assert run_module(account_args)[0]["changed"] is False
 
-    association = {"kind": "user", "name": user, "account": account, "limits": {"MaxJobs": 4}}
+    # A user name with a dot (john.doe style), on the dev cluster's association only.
+    association = {
+        "kind": "user",
+        "name": user,
+        "account": account,
+        "cluster": "dev",
+        "limits": {"MaxJobs": 4},
+    }
     assert run_module(association)[0]["changed"] is True
     assert (
         show("associations", "where", f"users={user}", "format=Account,User,MaxJobs") == f"{account}|{user}|4"

@@ -32,7 +32,7 @@ def fixture(name: str) -> str:
 
 def params(**given) -> dict:
     base = dict.fromkeys(
-        ("account", "description", "parent", "qos", "default_qos", "limits"),
+        ("account", "description", "parent", "qos", "default_qos", "limits", "cluster"),
     )
     return {**base, "state": "present", **given}
 
@@ -196,7 +196,7 @@ def test_a_missing_qos_is_added_with_its_limits_only():
     current = sa.parse_state(spec, {"qos": ""})
     assert not current.present
     assert sa.plan_changes(spec, current) == [
-        ["sacctmgr", "--immediate", "add", "qos", "b2fx_new", "GrpTRES=gres/gpu=4", "Priority=5"]
+        ["sacctmgr", "--immediate", "add", "qos", "name=b2fx_new", "GrpTRES=gres/gpu=4", "Priority=5"]
     ]
     assert sa.diff_of(spec, current)["after"] == {
         "state": "present",
@@ -316,7 +316,7 @@ def test_a_missing_user_association_is_added_and_absent_one_left_alone():
             "--immediate",
             "add",
             "user",
-            "carol",
+            "name=carol",
             "account=b2fx_acct",
             "qos=b2fx_gpu,normal",
             "defaultqos=normal",
@@ -324,6 +324,32 @@ def test_a_missing_user_association_is_added_and_absent_one_left_alone():
     ]
     absent = sa.Spec(kind="user", name="carol", account="b2fx_acct", state="absent")
     assert sa.plan_changes(absent, current) == []
+
+
+def test_a_cluster_narrows_reads_creation_and_changes_to_its_associations():
+    spec = sa.build_spec(
+        params(kind="user", name="john.doe", account="b2fx_acct", cluster="dev", limits={"MaxJobs": 4})
+    )
+    reads = sa.read_commands(spec)
+    assert "cluster=dev" in reads["associations"]
+    assert "cluster=dev" in reads["limits"]
+    current = user_state(spec)
+    assert sa.plan_changes(spec, current) == [
+        [
+            "sacctmgr",
+            "--immediate",
+            "add",
+            "user",
+            "name=john.doe",
+            "cluster=dev",
+            "account=b2fx_acct",
+            "MaxJobs=4",
+        ]
+    ]
+    account = sa.build_spec(params(kind="account", name="b2fx_acct", cluster="dev", state="absent"))
+    assert sa.plan_changes(account, sa.Current(present=True)) == [
+        ["sacctmgr", "--immediate", "remove", "account", "where", "name=b2fx_acct", "cluster=dev"]
+    ]
 
 
 def test_blockers_name_missing_qos_and_accounts():
@@ -356,6 +382,9 @@ def test_blockers_name_missing_qos_and_accounts():
         (params(kind="account", name="a", qos=["normal", "x=y"]), "qos:"),
         (params(kind="account", name="a", qos=["normal"], default_qos="other"), "default_qos: must"),
         (params(kind="user", name="u", account="a", parent="root"), "parent:"),
+        (params(kind="user", name="john doe", account="a"), "name:"),
+        (params(kind="qos", name="q", cluster="dev"), "cluster:"),
+        (params(kind="account", name="a", cluster="dev;x"), "cluster:"),
         (params(kind="qos", name="q", limits={"NoSuchLimit": 1}), "unknown limit"),
         (params(kind="qos", name="q", limits={"MaxJobs": 1}), "does not apply to kind=qos"),
         (params(kind="account", name="a", limits={"Flags": "DenyOnLimit"}), "does not apply"),

@@ -31,9 +31,16 @@ options:
   name:
     description:
       - The account, QOS or user name.
-      - Accounts and QOS take 1-64 lower-case letters, digits, C(_), C(.) or C(-); users take Unix user names.
+      - Accounts and QOS take 1-64 lower-case letters, digits, C(_), C(.) or C(-); users take Unix user
+        names (lower-case letters, digits, C(_), C(.), C(-); for example C(john.doe)).
     type: str
     required: true
+  cluster:
+    description:
+      - For O(kind=account) or O(kind=user), the cluster of the association (as in C(slurm.conf)'s
+        C(ClusterName)). Unset, sacctmgr's own default applies (every cluster on add; all on modify).
+      - Only needed where one slurmdbd serves several clusters.
+    type: str
   account:
     description:
       - For O(kind=user), the account of the association.
@@ -148,7 +155,7 @@ _SHOW = ("sacctmgr", "--noheader", "--parsable2", "show")
 _CHANGE = ("sacctmgr", "--immediate")
 # sacctmgr stores account and QOS names in lower case; "=" and "," would split its arguments.
 _ENTITY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}", re.ASCII)
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}", re.ASCII)
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}", re.ASCII)
 # One "description=..." argument: no quotes (sacctmgr strips them), no '=' or '|', no controls.
 _DESCRIPTION = re.compile(r"[A-Za-z0-9 _.,:;()/@+-]{1,200}", re.ASCII)
 _CLEAR = "-1"
@@ -236,6 +243,7 @@ class Spec:
     qos: tuple[str, ...] | None = None
     default_qos: str | None = None
     limits: dict = field(default_factory=dict)
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,9 @@ def build_spec(params: dict) -> Spec:
     parent = params.get("parent")
     if parent is not None and (kind != "account" or not _ENTITY_NAME.fullmatch(parent)):
         raise SpecError("parent: only for kind=account, a lower-case account name")
+    cluster = params.get("cluster")
+    if cluster is not None and (kind == "qos" or not _ENTITY_NAME.fullmatch(cluster)):
+        raise SpecError("cluster: only for kind=account or kind=user, a lower-case cluster name")
     qos, default_qos = _qos_choice(kind, params.get("qos"), params.get("default_qos"))
     limits = {limit: _limit_text(kind, limit, value) for limit, value in (params.get("limits") or {}).items()}
     return Spec(
@@ -294,6 +305,7 @@ def build_spec(params: dict) -> Spec:
         qos=qos,
         default_qos=default_qos,
         limits=limits,
+        cluster=cluster,
     )
 
 
@@ -348,14 +360,29 @@ def read_commands(spec: Spec) -> dict:
     account = spec.name if spec.kind == "account" else spec.account
     reads["account"] = [*_SHOW, "account", "where", f"name={account}", "format=Account,Description"]
     association_format = "format=Account,User,Partition,ParentName,QOS,DefaultQOS"
+    on_cluster = _cluster_filter(spec)
     if spec.kind == "account":
-        reads["associations"] = [*_SHOW, "associations", "where", f"accounts={account}", association_format]
-        where = ["where", f"accounts={account}"]
+        reads["associations"] = [
+            *_SHOW,
+            "associations",
+            "where",
+            f"accounts={account}",
+            *on_cluster,
+            association_format,
+        ]
+        where = ["where", f"accounts={account}", *on_cluster]
     else:
         # All the user's associations: their other accounts matter when removing this one.
-        reads["associations"] = [*_SHOW, "associations", "where", f"users={spec.name}", association_format]
+        reads["associations"] = [
+            *_SHOW,
+            "associations",
+            "where",
+            f"users={spec.name}",
+            *on_cluster,
+            association_format,
+        ]
         reads["user"] = [*_SHOW, "user", "where", f"name={spec.name}", "format=User,DefaultAccount"]
-        where = ["where", f"accounts={account}", f"users={spec.name}"]
+        where = ["where", f"accounts={account}", f"users={spec.name}", *on_cluster]
     if columns:
         # WOPLimits: the association's own limits, not those inherited from its parents.
         fmt = ",".join(["Account", "User", "Partition", *columns])
@@ -495,16 +522,22 @@ def plan_changes(spec: Spec, current: Current) -> list:
     return plan
 
 
+def _cluster_filter(spec: Spec) -> list:
+    """``cluster=<name>`` when the spec names one: sacctmgr's where clauses and add take it."""
+    return [f"cluster={spec.cluster}"] if spec.cluster else []
+
+
 def _target(spec: Spec) -> list:
     if spec.kind == "qos":
         return ["modify", "qos", "where", f"name={spec.name}"]
     if spec.kind == "account":
-        return ["modify", "account", "where", f"name={spec.name}"]
-    return ["modify", "user", "where", f"name={spec.name}", f"account={spec.account}"]
+        return ["modify", "account", "where", f"name={spec.name}", *_cluster_filter(spec)]
+    return ["modify", "user", "where", f"name={spec.name}", f"account={spec.account}", *_cluster_filter(spec)]
 
 
 def _creation(spec: Spec) -> list:
-    argv = [*_CHANGE, "add", spec.kind, spec.name]
+    # name=<n>: a bare name after "add <kind>" would be read as an option if it ever matched one.
+    argv = [*_CHANGE, "add", spec.kind, f"name={spec.name}", *_cluster_filter(spec)]
     if spec.kind == "user":
         argv.append(f"account={spec.account}")
     if spec.description is not None:
@@ -527,7 +560,7 @@ def _creation(spec: Spec) -> list:
 
 def _removal(spec: Spec, current: Current) -> list:
     if spec.kind != "user":
-        return [[*_CHANGE, "remove", spec.kind, "where", f"name={spec.name}"]]
+        return [[*_CHANGE, "remove", spec.kind, "where", f"name={spec.name}", *_cluster_filter(spec)]]
     plan = []
     # sacctmgr refuses to remove a user's default account while they have others.
     if current.default_account == spec.account and current.other_accounts:
@@ -535,7 +568,17 @@ def _removal(spec: Spec, current: Current) -> list:
         plan.append(
             [*_CHANGE, "modify", "user", "where", f"name={spec.name}", "set", f"defaultaccount={new_default}"]
         )
-    plan.append([*_CHANGE, "remove", "user", "where", f"name={spec.name}", f"account={spec.account}"])
+    plan.append(
+        [
+            *_CHANGE,
+            "remove",
+            "user",
+            "where",
+            f"name={spec.name}",
+            f"account={spec.account}",
+            *_cluster_filter(spec),
+        ]
+    )
     return plan
 
 
@@ -684,6 +727,7 @@ def main() -> None:
             "qos": {"type": "list", "elements": "str"},
             "default_qos": {"type": "str"},
             "limits": {"type": "dict"},
+            "cluster": {"type": "str"},
         },
         required_if=[("kind", "user", ["account"])],
         supports_check_mode=True,

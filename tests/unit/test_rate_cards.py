@@ -125,7 +125,11 @@ def test_largest_and_smallest_prices_are_accepted() -> None:
             "qos_multipliers.hi gh",
             "a-z",
         ),
-        ({"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": ["high"]}, "qos_multipliers", "QOS name"),
+        (
+            {"currency": "EUR", "prices": {"*": {}}, "qos_multipliers": ["high"]},
+            "qos_multipliers",
+            "QOS name",
+        ),
     ],
 )
 def test_bad_document_names_its_field(doc: object, field: str, needle: str) -> None:

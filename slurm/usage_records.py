@@ -55,19 +55,27 @@ _GPU = "gres/gpu"
 _TYPED_GPU_PREFIX = "gres/gpu:"
 
 
+# Every run of every job (--duplicates: requeued runs, reused ids), one record per allocation,
+# all users, machine-readable, memory in the unit Slurm stores. Never --state: it changes what
+# the window selects.
+_SACCT_FOR_BILLING = (
+    "sacct",
+    "--duplicates",
+    "--allocations",
+    "--allusers",
+    "--parsable2",
+    "--noheader",
+    "--noconvert",
+)
+
+
 def usage_argv(start: int, end: int) -> list[str]:
     """The sacct command listing every job allocation that existed in [start, end] (epoch s).
 
     Run it with ``env = {**os.environ, **USAGE_ENV_OVERRIDES}``: the window is written in UTC.
     """
     return [
-        "sacct",
-        "--duplicates",
-        "--allocations",
-        "--allusers",
-        "--parsable2",
-        "--noheader",
-        "--noconvert",
+        *_SACCT_FOR_BILLING,
         "--starttime",
         utc_time_argument(start),
         "--endtime",
@@ -84,17 +92,7 @@ def usage_argv_for_jobs(job_ids: Sequence[str]) -> list[str]:
     """
     if not job_ids or not all(job_id.isdigit() for job_id in job_ids):
         raise ValueError("job ids must be raw numeric Slurm job ids")
-    return [
-        "sacct",
-        "--duplicates",
-        "--allocations",
-        "--allusers",
-        "--parsable2",
-        "--noheader",
-        "--noconvert",
-        "--jobs=" + ",".join(job_ids),
-        "--format=" + ",".join(USAGE_FIELDS),
-    ]
+    return [*_SACCT_FOR_BILLING, "--jobs=" + ",".join(job_ids), "--format=" + ",".join(USAGE_FIELDS)]
 
 
 @dataclass(frozen=True, slots=True)

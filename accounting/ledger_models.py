@@ -38,8 +38,9 @@ class UsageRecordRow(Base):
     __table_args__ = (
         # job_id_raw first: the reconciler and admission look records up by raw id.
         UniqueConstraint("job_id_raw", "submit_time", "cluster", name="uq_usage_records_identity"),
-        Index("ix_usage_records_account_final", "account", "is_final"),
-        Index("ix_usage_records_tenant_final", "tenant_id", "is_final"),
+        # is_final first: each reconcile pass looks up every provisional record, and admission an
+        # account's provisional records.
+        Index("ix_usage_records_final_account", "is_final", "account"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

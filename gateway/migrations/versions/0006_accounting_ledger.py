@@ -66,8 +66,7 @@ def upgrade() -> None:
         _timestamp("updated_at"),
         sa.UniqueConstraint("job_id_raw", "submit_time", "cluster", name="uq_usage_records_identity"),
     )
-    op.create_index("ix_usage_records_account_final", "usage_records", ["account", "is_final"])
-    op.create_index("ix_usage_records_tenant_final", "usage_records", ["tenant_id", "is_final"])
+    op.create_index("ix_usage_records_final_account", "usage_records", ["is_final", "account"])
     op.create_table(
         "ledger_entries",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -137,7 +136,6 @@ def downgrade() -> None:
     op.drop_index("ix_ledger_entries_day", "ledger_entries")
     op.drop_index("ix_ledger_entries_tenant_day", "ledger_entries")
     op.drop_table("ledger_entries")
-    op.drop_index("ix_usage_records_tenant_final", "usage_records")
-    op.drop_index("ix_usage_records_account_final", "usage_records")
+    op.drop_index("ix_usage_records_final_account", "usage_records")
     op.drop_table("usage_records")
     op.drop_table("rate_cards")

@@ -17,11 +17,13 @@ import math
 import os
 import subprocess
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -399,6 +401,7 @@ class Workload:
     long_job: str
     cancelled: str
     requeued: str
+    long_job_release: Path
 
 
 @pytest.fixture
@@ -436,7 +439,7 @@ def scene(
     )
 
 
-def run_workload(scene: Scene) -> Workload:
+def run_workload(scene: Scene, release: Path) -> Workload:
     """Short jobs on both partitions, GPU jobs, an array, a cancelled job, a requeued one and a
     long one still running when this returns."""
     client, user_a, user_b = scene.client, scene.user_a, scene.user_b
@@ -445,7 +448,12 @@ def run_workload(scene: Scene) -> Workload:
     submit(client, user_a, array="0-2", command=["sleep", "2"])
     submit(client, user_b, partition="gpu", gpus_per_node=2, cpus_per_task=2, command=["sleep", "3"])
     cancelled = submit(client, user_b, partition="gpu", gpus_per_node=1, command=["sleep", "60"])
-    long_job = slurm_id(client, user_b, submit(client, user_b, command=["sleep", "40"]))
+    # The long job runs until the test releases it: a fixed sleep raced the requeue steps below,
+    # which take 40 s on a loaded 2-core machine.
+    wait_for_release = f"while [ ! -e {release} ]; do sleep 0.5; done"
+    long_job = slurm_id(
+        client, user_b, submit(client, user_b, command=["sh", "-c", wait_for_release], time_limit="10")
+    )
     # The gateway submits with --no-requeue; a job sent straight to Slurm can be requeued.
     requeued = direct_sbatch(USER_A, TENANT_A, "--requeue", "--wrap=sleep 5")
     assert requeued.returncode == 0, requeued.stderr
@@ -460,7 +468,7 @@ def run_workload(scene: Scene) -> Workload:
     response = client.delete(f"/v1/jobs/{cancelled}", headers=bearer_headers(user_b))
     assert response.status_code in (200, 202, 204), response.text
     wait_running(long_job)
-    return Workload(long_job=long_job, cancelled=cancelled_id, requeued=requeued_id)
+    return Workload(long_job=long_job, cancelled=cancelled_id, requeued=requeued_id, long_job_release=release)
 
 
 def check_running_job_is_provisional(scene: Scene, workload: Workload) -> None:
@@ -515,6 +523,7 @@ def check_admission_refuses_at_90_percent(scene: Scene) -> None:
 
 def check_ended_job_is_billed_and_csv_matches(scene: Scene, workload: Workload) -> None:
     """Once the long job ends it is posted; ledger and finance's CSV equal the recomputation."""
+    workload.long_job_release.touch()
     rows = wait_final(scene.since, timeout_s=60)
     reconcile(scene.session_factory, scene.runner, scene.since)
     [long_record] = records_of(scene.session_factory, workload.long_job)
@@ -552,11 +561,23 @@ def check_backstop_refuses_direct_sbatch(scene: Scene) -> None:
     assert direct_sbatch(USER_B, TENANT_B, "--wrap=true").returncode == 0
 
 
+@pytest.fixture
+def long_job_release() -> Iterator[Path]:
+    """The file whose creation ends the long job. Created at teardown too, so a failed test does
+    not leave the job holding a CPU for its whole time limit; left behind, as it is empty."""
+    release = SHARED_TEST_ROOT / f"acct-e2e-release-{uuid.uuid4().hex}"
+    yield release
+    release.touch()
+
+
 @pytest.mark.usefixtures("unlocked_accounts")
 def test_ledger_reports_admission_and_backstop_end_to_end(
-    scene: Scene, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    scene: Scene,
+    long_job_release: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    workload = run_workload(scene)
+    workload = run_workload(scene, long_job_release)
     check_running_job_is_provisional(scene, workload)
 
     # A second pass over the same window, through the CLI and repricing, adds nothing.
